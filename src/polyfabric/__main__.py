@@ -1,0 +1,5 @@
+"""`python -m polyfabric` is the `polyfabric` command."""
+
+from polyfabric.cli.main import main
+
+main()

@@ -1,0 +1,216 @@
+"""The agent's composition root and main loop: join (or reconnect), then heartbeat until stopped.
+
+Start-up: load or create the node key; detect capacity; if this data dir has joined before, say
+hello (a restarted agent is the same node and needs no join token); otherwise register with the
+join token. Then heartbeat every interval (jittered) with telemetry and the latest health check
+results; health checks run on their own thread so a slow owner script never delays a heartbeat.
+When the coordinator is unreachable the agent keeps trying (backoff up to 2 s) and resumes by
+itself. Exit codes: 0 stopped by a signal, 2 refused at join (bad token, name taken), 3 revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from polyfabric import __version__
+from polyfabric.agent import fingerprint, health, telemetry
+from polyfabric.agent.identity import NodeIdentity, load_or_create
+from polyfabric.agent.settings import AgentSettings
+from polyfabric.client import AgentClient, ApiError, CoordinatorUnreachable
+
+__all__ = ["Agent", "AgentRefused", "run"]
+
+log = logging.getLogger("polyfabric.agent")
+
+_STATE_FILE = "agent.json"
+
+
+class AgentRefused(Exception):
+    """The coordinator refused this node for good (exit code attached)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+        self.identity: NodeIdentity = load_or_create(settings.data_dir)
+        self.client = AgentClient(settings.coordinator, self.identity.sign_headers)
+        self.stop_event = threading.Event()
+        self.interval = settings.heartbeat_interval_s or 2.0
+        self.state = "unknown"
+        self._health: list[dict[str, Any]] | None = None
+        self._health_lock = threading.Lock()
+        self._rng = random.Random()
+
+    # -- joining ----------------------------------------------------------------------------
+
+    def declaration(self) -> dict[str, Any]:
+        detected = fingerprint.detect(self.settings.data_dir, self.settings.overrides)
+        return {
+            "name": self.settings.name,
+            "labels": self.settings.labels,
+            "capacity": detected["capacity"],
+            "facts": {"network": detected.get("network", {}), "platform": detected.get("platform", {})},
+            "agent_version": __version__,
+        }
+
+    def join(self) -> dict[str, Any]:
+        decl = self.declaration()
+        state_path = self.settings.data_dir / _STATE_FILE
+        if state_path.exists():
+            try:
+                reply = self.client.post("/v1/agent/hello", {"node": decl})
+                self._joined(reply)
+                return reply
+            except ApiError as exc:
+                if exc.status != 404 or not self.settings.join_token:
+                    raise self._refusal(exc) from None
+                log.warning("the coordinator does not know this node any more; joining again")
+        if not self.settings.join_token:
+            raise AgentRefused(
+                f"node {self.identity.node_id} has not joined yet: start it with --join-token "
+                "(make one with 'polyfabric token create --domain NAME')", 2)
+        try:
+            reply = self.client.post("/v1/agent/register", {
+                "join_token": self.settings.join_token,
+                "public_key": self.identity.public_key_b64,
+                "node": decl,
+            })
+        except ApiError as exc:
+            raise self._refusal(exc) from None
+        state = {"node_id": reply["node_id"], "coordinator": self.settings.coordinator,
+                 "domain": reply["domain"], "joined_at": time.time()}
+        _write_json(state_path, state)
+        self._joined(reply)
+        return reply
+
+    def _joined(self, reply: dict[str, Any]) -> None:
+        self.state = reply["state"]
+        if self.settings.heartbeat_interval_s is None:
+            self.interval = float(reply.get("heartbeat_interval_s", self.interval))
+        log.info("node %s (%s) joined domain %s as %s; heartbeat every %.1fs", reply["node_id"],
+                 reply["name"], reply["domain"], reply["state"], self.interval)
+
+    def _refusal(self, exc: ApiError) -> AgentRefused:
+        if exc.status == 401 and "revoked" in exc.message:
+            return AgentRefused(f"this node was revoked: {exc.message}", 3)
+        if exc.status in (401, 403, 404, 409, 400, 422):
+            return AgentRefused(f"the coordinator refused this node: {exc.message}", 2)
+        return AgentRefused(f"the coordinator failed: {exc.message}", 1)
+
+    # -- running ----------------------------------------------------------------------------
+
+    def _health_loop(self) -> None:
+        while not self.stop_event.is_set():
+            results = health.run_checks(self.settings.data_dir, self.settings.health_script,
+                                        self.settings.health_timeout_s)
+            with self._health_lock:
+                self._health = results
+            failed = [r for r in results if not r["ok"]]
+            if failed:
+                log.warning("health checks failing: %s", "; ".join(f"{r['name']}: {r['message']}" for r in failed))
+            self.stop_event.wait(self.settings.health_interval_s)
+
+    def heartbeat_once(self, seq: int) -> dict[str, Any]:
+        with self._health_lock:
+            results = self._health
+        payload = {"telemetry": telemetry.sample(self.settings.data_dir), "health": results, "seq": seq}
+        reply = self.client.post("/v1/agent/heartbeat", payload)
+        if reply["state"] != self.state:
+            log.info("node state: %s -> %s", self.state, reply["state"])
+            self.state = reply["state"]
+        return reply
+
+    def join_with_retry(self) -> None:
+        """Join, waiting for the coordinator if it is not up yet (agents may start first)."""
+        failures = 0
+        while True:
+            try:
+                self.join()
+                return
+            except CoordinatorUnreachable as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("%s; waiting for it", exc.message)
+                if self.stop_event.wait(min(0.25 * 2 ** min(failures, 4), 2.0)):
+                    raise
+
+    def run(self) -> int:
+        self.join_with_retry()
+        threading.Thread(target=self._health_loop, name="pf-health", daemon=True).start()
+        seq = 0
+        failures = 0
+        next_beat = time.monotonic()
+        while not self.stop_event.is_set():
+            seq += 1
+            try:
+                self.heartbeat_once(seq)
+                if failures:
+                    log.info("coordinator reachable again after %d failed heartbeats", failures)
+                failures = 0
+                delay = self.interval * self._rng.uniform(0.9, 1.0)
+            except CoordinatorUnreachable as exc:
+                failures += 1
+                if failures == 1 or failures % 10 == 0:
+                    log.warning("%s (retrying)", exc.message)
+                delay = min(0.25 * 2 ** min(failures, 4), 2.0)
+            except ApiError as exc:
+                if exc.status == 404 and self.settings.join_token:
+                    self.join()
+                    continue
+                if exc.is_retryable:
+                    failures += 1
+                    delay = min(0.25 * 2 ** min(failures, 4), 2.0)
+                    continue
+                raise self._refusal(exc) from None
+            next_beat = max(next_beat + delay, time.monotonic())
+            self.stop_event.wait(max(0.0, next_beat - time.monotonic()))
+        self.client.close()
+        return 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def run(settings: AgentSettings, *, log_level: str = "info") -> int:
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        agent = Agent(settings)
+    except Exception as exc:  # a bad key file or data dir: say what, exit non-zero
+        print(f"polyfabric agent: {exc}", file=sys.stderr)
+        return 2
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop_event.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        return agent.run()
+    except AgentRefused as exc:
+        print(f"polyfabric agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except CoordinatorUnreachable as exc:
+        print(f"polyfabric agent: {exc.message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,37 @@
+"""create_app: the one place where routes, middleware and error handling are put together.
+
+Middleware order (outermost first): request id, body limit (1 MiB), then FastAPI's own stack
+with our error handlers. Every /v1 route authenticates: bearer tokens for people and tools,
+RFC 9421 signatures for agents. /healthz and the OpenAPI document are public.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from polyfabric import __version__
+from polyfabric.api.errors import install_error_handlers
+from polyfabric.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from polyfabric.api.routes import agent, audit, meta, nodes, tokens
+from polyfabric.services.container import Services
+
+__all__ = ["create_app"]
+
+
+def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
+    app = FastAPI(
+        title="polyfabric coordinator",
+        version=__version__,
+        description="The coordinator's API: nodes, tokens, domains, audit, and the agent protocol.",
+        default_response_class=ORJSONResponse,
+        docs_url="/docs",
+        redoc_url=None,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    for module in (meta, tokens, nodes, audit, agent):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimitMiddleware, limit=body_limit)
+    app.add_middleware(RequestIdMiddleware)
+    return app

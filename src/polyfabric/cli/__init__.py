@@ -1,0 +1,1 @@
+"""The `polyfabric` command line: one module per noun, `--json` on every listing."""

@@ -1,0 +1,126 @@
+"""`polyfabric`: the entry point. Programs (server, agent, up) and client nouns (node, token, ...)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from polyfabric import __version__
+from polyfabric.cli.audit import audit
+from polyfabric.cli.nodes import node
+from polyfabric.cli.tokens import domain, token
+from polyfabric.cli.up import up
+
+__all__ = ["cli", "main"]
+
+
+def _labels(value: str | None) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in (value or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, val = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r} is not key=value", param_hint="--labels")
+        labels[key.strip()] = val.strip()
+    return labels
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="polyfabric")
+def cli() -> None:
+    """polyfabric: a polycentric compute fabric.
+
+    Start a local fabric with `polyfabric up`; run a coordinator with `polyfabric server` and
+    join nodes with `polyfabric agent`. Client commands find the coordinator through --url /
+    POLYFABRIC_URL and the token through --token / POLYFABRIC_TOKEN, or the file `up` writes.
+    """
+
+
+@cli.command()
+@click.option("--db", "db_url", default=None,
+              help="sqlite:///PATH or postgresql://USER@HOST:PORT/DB (default: SQLite in the data dir).")
+@click.option("--listen", default="127.0.0.1:7340", show_default=True, help="HOST:PORT to serve on.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".polyfabric/coordinator"),
+              show_default=True, help="Keys, the admin token and (by default) the SQLite database.")
+@click.option("--heartbeat-interval", type=float, default=2.0, show_default=True,
+              help="Seconds between agent heartbeats (told to agents).")
+@click.option("--unreachable-after", type=float, default=5.0, show_default=True,
+              help="Seconds of silence before a node is Unreachable.")
+@click.option("--down-after", type=float, default=8.0, show_default=True,
+              help="Seconds of silence before a node is Down.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: float,
+           unreachable_after: float, down_after: float, log_level: str) -> None:
+    """Run a coordinator: the API, the failure detector and the other controllers."""
+    from polyfabric.coordinator.server import serve
+    from polyfabric.coordinator.settings import CoordinatorSettings
+    from polyfabric.domain.conditions import DetectorSettings
+    from polyfabric.domain.errors import DomainError
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
+    if not (0 < heartbeat_interval < unreachable_after < down_after):
+        raise click.BadParameter("need 0 < --heartbeat-interval < --unreachable-after < --down-after")
+    data_dir = data_dir.resolve()
+    settings = CoordinatorSettings(
+        db_url=db_url or f"sqlite:///{data_dir / 'polyfabric.db'}", data_dir=data_dir, host=host,
+        port=int(port), log_level=log_level,
+        detector=DetectorSettings(heartbeat_interval=heartbeat_interval, unreachable_after=unreachable_after,
+                                  down_after=down_after, check_interval=min(0.5, heartbeat_interval / 2)),
+    )
+    try:
+        sys.exit(serve(settings))
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@cli.command()
+@click.option("--coordinator", required=True, envvar="POLYFABRIC_URL", help="The coordinator's URL.")
+@click.option("--join-token", default=None, envvar="POLYFABRIC_JOIN_TOKEN",
+              help="Join token (needed only the first time this data dir joins).")
+@click.option("--name", default=None, help="Node name (default: the host name).")
+@click.option("--labels", default=None, help="k=v,k=v; region, zone and rack place the node in the topology.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".polyfabric/agent"),
+              show_default=True, help="The node's key and state: same dir, same node.")
+@click.option("--cpu", default=None, help="Declare this CPU instead of the detected one (e.g. 2, 500m).")
+@click.option("--memory", default=None, help="Declare this memory (e.g. 4Gi).")
+@click.option("--disk", default=None, help="Declare this disk (e.g. 100Gi).")
+@click.option("--gpus", default=None, help="Declare this many GPUs (0 hides detected ones).")
+@click.option("--slots", default=None, help="Task slots (default: the number of cores).")
+@click.option("--health-script", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Owner's health check: exit 0 = healthy; its last output line is the message.")
+@click.option("--health-interval", type=float, default=10.0, show_default=True)
+@click.option("--heartbeat-interval", type=float, default=None, help="Override the coordinator's interval.")
+@click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
+def agent(coordinator: str, join_token: str | None, name: str | None, labels: str | None, data_dir: Path,
+          cpu: str | None, memory: str | None, disk: str | None, gpus: str | None, slots: str | None,
+          health_script: Path | None, health_interval: float, heartbeat_interval: float | None,
+          log_level: str) -> None:
+    """Run a node agent: join the fabric with this machine's own key and report its health."""
+    from polyfabric.agent.main import run
+    from polyfabric.agent.settings import AgentSettings
+
+    overrides = {k: v for k, v in {"cpu": cpu, "memory": memory, "disk": disk, "gpus": gpus,
+                                   "slots": slots}.items() if v is not None}
+    settings = AgentSettings(coordinator=coordinator, data_dir=data_dir.resolve(), join_token=join_token,
+                             labels=_labels(labels), overrides=overrides, health_script=health_script,
+                             health_interval_s=health_interval, heartbeat_interval_s=heartbeat_interval)
+    if name:
+        settings.name = name
+    sys.exit(run(settings, log_level=log_level))
+
+
+cli.add_command(up)
+cli.add_command(token)
+cli.add_command(domain)
+cli.add_command(node)
+cli.add_command(audit)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,1 @@
+"""The composition root of `polyfabric server`: settings, wiring, and the process itself."""

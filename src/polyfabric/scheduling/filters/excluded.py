@@ -1,0 +1,25 @@
+"""A node that declined or failed a task does not get it again."""
+
+from __future__ import annotations
+
+from polyfabric.scheduling.framework import PASS, CycleState, Scope, Status, Verdict
+from polyfabric.scheduling.view import NodeView, TaskRequest
+
+__all__ = ["ExcludedFilter"]
+
+
+class ExcludedFilter:
+    """The task's `excluded_nodes` (filled by declines and failures) are off limits for it."""
+
+    name = "excluded"
+    scope = Scope.NODE
+
+    def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+        if node.id not in task.excluded_nodes:
+            return PASS
+        return Verdict(
+            Status.NEVER,
+            self.name,
+            f"node {node.name} declined or failed task {task.task_id} before",
+            "excluded for this task",
+        )

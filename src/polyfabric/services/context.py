@@ -1,0 +1,21 @@
+"""What every use case needs: the store, the clock, the id source and the detector settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from polyfabric.domain.conditions import DetectorSettings
+from polyfabric.services.liveness import LivenessTable
+from polyfabric.services.ports import Clock, IdSource, Signer, Store
+
+__all__ = ["ServiceContext"]
+
+
+@dataclass
+class ServiceContext:
+    store: Store
+    clock: Clock
+    ids: IdSource
+    signer: Signer
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    liveness: LivenessTable = field(default_factory=LivenessTable)

@@ -1,0 +1,138 @@
+"""Table definitions: the one source of the schema for SQLite and PostgreSQL.
+
+Times are float unix seconds (UTC). JSON columns hold small documents (labels, capacity,
+telemetry). Every mutable row has a `version` for optimistic concurrency where two writers race.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = [
+    "api_tokens",
+    "audit_heads",
+    "audit_records",
+    "audit_tip",
+    "coordinator_keys",
+    "domains",
+    "join_tokens",
+    "metadata",
+    "nodes",
+]
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+domains = sa.Table(
+    "domains",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+join_tokens = sa.Table(
+    "join_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("uses_allowed", sa.Integer, nullable=True),
+    sa.Column("uses", sa.Integer, nullable=False, default=0),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("domains", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=True),
+    sa.Column("revoked_at", sa.Float, nullable=True),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False, index=True),
+    sa.Column("public_key", sa.LargeBinary(32), nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("capacity", sa.JSON, nullable=False),
+    sa.Column("facts", sa.JSON, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("state_since", sa.Float, nullable=False),
+    sa.Column("resume_state", sa.String(16), nullable=True),
+    sa.Column("revoked", sa.Boolean, nullable=False, default=False),
+    sa.Column("registered_at", sa.Float, nullable=False),
+    sa.Column("join_token_id", sa.String(32), nullable=True),
+    sa.Column("last_heartbeat_at", sa.Float, nullable=True),
+    sa.Column("telemetry", sa.JSON, nullable=False),
+    sa.Column("health", sa.JSON, nullable=False),
+    sa.Column("conditions", sa.JSON, nullable=False),
+    sa.Column("down_times", sa.JSON, nullable=False),
+    sa.Column("agent_version", sa.String(32), nullable=False, default=""),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+)
+
+audit_records = sa.Table(
+    "audit_records",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("at", sa.Float, nullable=False, index=True),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False, index=True),
+    sa.Column("subject", sa.String(200), nullable=False, index=True),
+    sa.Column("domain", sa.String(63), nullable=True),
+    sa.Column("cause", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+audit_tip = sa.Table(
+    "audit_tip",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+audit_heads = sa.Table(
+    "audit_heads",
+    metadata,
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.String(128), nullable=False),
+)
+
+coordinator_keys = sa.Table(
+    "coordinator_keys",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("public_key", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
