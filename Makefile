@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/polyfabric demo
+	$(VENV)/bin/polyfabric up
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -194,6 +194,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def run(settings: AgentSettings, *, log_level: str = "info") -> int:
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         agent = Agent(settings)
     except Exception as exc:  # a bad key file or data dir: say what, exit non-zero

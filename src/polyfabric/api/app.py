@@ -8,7 +8,6 @@ RFC 9421 signatures for agents. /healthz and the OpenAPI document are public.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from polyfabric import __version__
 from polyfabric.api.errors import install_error_handlers
@@ -24,7 +23,6 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
         title="polyfabric coordinator",
         version=__version__,
         description="The coordinator's API: nodes, tokens, domains, audit, and the agent protocol.",
-        default_response_class=ORJSONResponse,
         docs_url="/docs",
         redoc_url=None,
     )

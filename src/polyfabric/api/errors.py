@@ -11,7 +11,7 @@ import uuid
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polyfabric.domain.errors import (
@@ -40,11 +40,11 @@ _STATUS: list[tuple[type[DomainError], int]] = [
 ]
 
 
-def problem(status: int, code: str, message: str, request: Request | None = None) -> ORJSONResponse:
+def problem(status: int, code: str, message: str, request: Request | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
     body = {"error": {"code": code, "message": message, "request_id": request_id}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def _status_of(exc: DomainError) -> int:
@@ -73,15 +73,15 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
-    async def _domain(request: Request, exc: DomainError) -> ORJSONResponse:
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         return problem(_status_of(exc), exc.code, exc.message, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         return problem(422, "invalid", _describe_validation(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "error")
         message = str(exc.detail) if exc.detail else "error"
         if exc.status_code == 404 and message == "Not Found":
@@ -89,7 +89,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return problem(exc.status_code, code, message, request)
 
     @app.exception_handler(Exception)
-    async def _internal(request: Request, exc: Exception) -> ORJSONResponse:
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
         request_id = getattr(request.state, "request_id", None) or uuid.uuid4().hex[:12]
         log.exception("internal error handling %s %s (request %s)", request.method, request.url.path,
                       request_id)

@@ -222,7 +222,9 @@ class CycleState:
         self._version[node_id] = self._version.get(node_id, 0) + 1
         self.count(task)
 
-    def reserve(self, task: TaskRequest, node_id: str, resources: Resources, victims: tuple[str, ...]) -> None:
+    def reserve(
+        self, task: TaskRequest, node_id: str, resources: Resources, victims: tuple[str, ...]
+    ) -> None:
         """The plan evicts `victims` for `task`: hold the part of the task's needs the victims do
         not free, and count the task against the limits, so nothing later in the pass takes them."""
         self._free[node_id] = self.free(node_id) - resources

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 _ONE_SLOT = Resources(slots=1)
+_NOTHING = Resources()
 
 
 def _check_resources(owner: str, resources: Resources) -> None:
@@ -87,7 +88,7 @@ class NodeView:
     state: NodeState
     labels: Mapping[str, str]
     capacity: Resources
-    allocated: Resources = Resources()
+    allocated: Resources = _NOTHING
     running: tuple[RunningTask, ...] = ()
     max_tasks: int | None = None
 
@@ -106,7 +107,7 @@ class NodeView:
         cls,
         node: Node,
         *,
-        allocated: Resources = Resources(),
+        allocated: Resources = _NOTHING,
         running: Iterable[RunningTask] = (),
         max_tasks: int | None = None,
     ) -> NodeView:

@@ -56,7 +56,7 @@ _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SEMAPHORE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-_INT = re.compile(r"^[-+]?(0|[1-9][0-9_]*)$|^[-+]?0x[0-9a-fA-F_]+$|^[-+]?0o[0-7_]+$")
+_INT = re.compile(r"^[-+]?[0-9][0-9_]*$|^[-+]?0[xX][0-9a-fA-F_]+$|^[-+]?0[oO][0-7_]+$")
 _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
 
 
@@ -94,7 +94,8 @@ def parse_param_value(text: str) -> Any:
     if lowered in ("null", "~", ""):
         return None if stripped else text
     if _INT.match(stripped):
-        return int(stripped.replace("_", ""), 0) if not re.match(r"^[-+]?0[0-9]", stripped) else text
+        digits = stripped.replace("_", "")
+        return int(digits, 0) if re.match(r"^[-+]?0[xXoO]", digits) else int(digits, 10)
     if lowered in (".inf", "+.inf"):
         return math.inf
     if lowered == "-.inf":
@@ -436,9 +437,7 @@ class _Parser:
             self.check_expression(f"{where}foreach: ", spec.foreach, item_allowed=False, **common)
         for label, value in (("command", spec.command), ("args", spec.args), ("env", spec.env)):
             try:
-                templates = list(self.expressions.templates_in(list(value) if value else []))
-                if isinstance(value, dict):
-                    templates = list(self.expressions.templates_in(value))
+                templates = list(self.expressions.templates_in(value)) if value else []
             except ExpressionError as exc:
                 self.add(f"{where}{label}: {exc.message}")
                 continue
