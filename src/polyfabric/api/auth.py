@@ -11,7 +11,7 @@ from polyfabric.domain.access import Principal
 from polyfabric.domain.errors import NotAuthenticated, NotFound
 from polyfabric.security.http_signatures import key_id_from_headers, verify_request
 
-__all__ = ["SignedCall", "principal", "signed_call"]
+__all__ = ["SignedCall", "principal", "signed_call", "signed_url"]
 
 
 def _services(request: Request):  # type: ignore[no-untyped-def]
@@ -33,6 +33,17 @@ class SignedCall:
     body: bytes
 
 
+def signed_url(request: Request) -> str:
+    """The URL as the client sent it: scheme, Host header, the raw (still percent-encoded) path
+    and the query. `request.url` decodes the path, which would break the signature."""
+    scope = request.scope
+    host = request.headers.get("host") or f"{scope['server'][0]}:{scope['server'][1]}"
+    raw_path = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string") or b""
+    url = f"{scope.get('scheme', 'http')}://{host}{raw_path.decode('latin-1')}"
+    return url + ("?" + query.decode("latin-1") if query else "")
+
+
 async def signed_call(request: Request) -> SignedCall:
     """FastAPI dependency: a request signed by a registered, unrevoked node."""
     services = _services(request)
@@ -44,7 +55,7 @@ async def signed_call(request: Request) -> SignedCall:
     if services.nodes.resolve_key(claimed) is None:
         raise NotFound(f"node {claimed} is not registered with this coordinator")
     node_id = verify_request(
-        method=request.method, url=str(request.url), headers=headers, body=body,
+        method=request.method, url=signed_url(request), headers=headers, body=body,
         resolve_key=services.nodes.resolve_key, now=services.ctx.clock.now(),
     )
     return SignedCall(node_id, body)

@@ -106,33 +106,44 @@ def _verifier(public_keys: list[str]):  # type: ignore[no-untyped-def]
 @audit.command("verify")
 @click.option("--file", "path", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Verify an export offline instead of asking the coordinator.")
+@click.option("--public-key", "pinned", multiple=True,
+              help="Trust only this coordinator key (base64url) for signed heads, not the keys the export "
+                   "names itself: compare it with the key you got from the coordinator's operator.")
 @click.option("--json", "as_json", is_flag=True)
 @client_options
 @handle_errors
-def audit_verify(path: Path | None, as_json: bool, url: str | None, token: str | None) -> None:
+def audit_verify(path: Path | None, pinned: tuple[str, ...], as_json: bool, url: str | None,
+                 token: str | None) -> None:
     """Check every record's hash and link and every signed head. Exit 0 only if intact.
 
     Without --file, the chain is downloaded and checked here, on the client, so trusting the
-    coordinator's word is not needed."""
+    coordinator's word is not needed. An export names the keys that signed it; without
+    --public-key those are trusted, which proves the chain consistent but not who signed it."""
     try:
         if path is not None:
             with path.open() as handle:
-                report = _verify_lines(handle)
+                report, keys = _verify_lines(handle, pinned)
         else:
             with open_client(url, token) as client:
-                report = _verify_lines(client.stream_lines("/v1/audit/export"))
+                report, keys = _verify_lines(client.stream_lines("/v1/audit/export"), pinned)
     except ValidationError as exc:
         click.echo(f"Error: the export is malformed: {exc.message}", err=True)
         sys.exit(2)
     data = {"ok": report.ok, "records_checked": report.records_checked, "heads_checked": report.heads_checked,
-            "first_bad_seq": report.first_bad_seq, "problem": report.problem}
+            "first_bad_seq": report.first_bad_seq, "problem": report.problem, "trusted_keys": keys,
+            "keys_pinned": bool(pinned)}
     emit(data, as_json, lambda d: (
-        f"audit chain intact: {d['records_checked']} records, {d['heads_checked']} signed heads verified"
+        f"audit chain intact: {d['records_checked']} records, {d['heads_checked']} signed heads verified "
+        f"with {'pinned' if d['keys_pinned'] else 'the export’s own'} key(s) {', '.join(d['trusted_keys'])}"
         if d["ok"] else f"audit chain BROKEN at record {d['first_bad_seq']}: {d['problem']}"))
     sys.exit(0 if report.ok else 1)
 
 
-def _verify_lines(lines: Any) -> chain.ChainReport:
+def _verify_lines(lines: Any, pinned: tuple[str, ...]) -> tuple[chain.ChainReport, list[str]]:
     header, records, heads = chain.parse_export(lines)
-    return chain.verify_chain(records, heads=heads, verify_signature=_verifier(
-        [header["public_key"], *dict(header.get("keys") or {}).values()]))
+    keys = list(pinned) or sorted({header["public_key"], *dict(header.get("keys") or {}).values()})
+    try:
+        verifier = _verifier(keys)
+    except ValidationError:
+        raise click.BadParameter("not a base64url Ed25519 public key", param_hint="--public-key") from None
+    return chain.verify_chain(records, heads=heads, verify_signature=verifier), keys

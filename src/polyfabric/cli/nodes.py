@@ -69,7 +69,7 @@ def _render_one(n: dict[str, Any]) -> str:
                      f"disk {tel.get('disk_percent', '-')}%, load {tel.get('load1', '-')}")
     lines.append("Conditions:")
     for c in n.get("conditions", []):
-        lines.append(f"  {c['type']:<15} {str(c['status']):<6} {c['reason']}")
+        lines.append(f"  {c['type']:<15} {c['status']!s:<6} {c['reason']}")
     if n.get("health"):
         lines.append("Health checks:")
         for h in n["health"]:

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
-from polyfabric.client import ApiClient, ApiError, ClientError
 from polyfabric.cli.config import load_config
+from polyfabric.client import ApiClient, ApiError, ClientError
 
 __all__ = ["age", "client_options", "emit", "handle_errors", "open_client", "table", "when"]
 

@@ -56,7 +56,8 @@ def token_create(domains: tuple[str, ...], role: str | None, name: str | None, t
                                                      "domains": list(domains), "ttl_s": _ttl(ttl)})
     emit(created, as_json, lambda c: (
         f"{c['token']}\n\n{c['kind']} token {c['id']} "
-        + (f"for domain {c['domain']}" if c["kind"] == "join" else f"role {c['role']}, domains {','.join(c['domains'])}")
+        + (f"for domain {c['domain']}" if c["kind"] == "join"
+           else f"role {c['role']}, domains {','.join(c['domains'])}")
         + (f", expires {when(c['expires_at'])}" if c.get("expires_at") else "")
         + (f", {c['uses_allowed']} uses" if c.get("uses_allowed") else "")
         + "\nThe token is shown only now; the coordinator keeps its hash."))

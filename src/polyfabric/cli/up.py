@@ -7,6 +7,7 @@ again continues from the kept state (the agents are the same nodes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -137,10 +138,8 @@ def _wait_forever(procs: list[subprocess.Popen[bytes]]) -> None:
 def _stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in reversed(procs):
         if proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
     deadline = time.monotonic() + 10
     for proc in procs:
         try:

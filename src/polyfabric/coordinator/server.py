@@ -31,6 +31,8 @@ def serve(settings: CoordinatorSettings) -> int:
         log.info("created the admin API token; it is in %s (mode 0600)", settings.admin_token_path)
     else:
         log.info("admin token file: %s", settings.admin_token_path)
+    log.info("audit heads are signed with key %s (public key %s); give it to whoever verifies exports",
+             coordinator.services.ctx.signer.key_id, coordinator.services.ctx.signer.public_key_b64)
     config = uvicorn.Config(
         coordinator.app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096,

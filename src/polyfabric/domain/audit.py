@@ -38,11 +38,15 @@ Encoding (version 1)
     In memory `SignedHead.signature` is raw `bytes`; in exports it is standard base64 with padding.
 
     An export (`export_lines`) is JSON Lines in this order: one header line
-    {"format": "polyfabric-audit/1", "public_key": <base64 raw Ed25519 key>}, then every signed head
+    {"format": "polyfabric-audit/1", "public_key": <the key, base64>, "keys": {...}?}, then every head
     ({"type": "head", ...}, by seq), then every record ({"type": "record", ...}, by seq). Heads come
     first so that `parse_export` can hand them over before streaming the records. Offline
     verification is `parse_export` followed by `verify_chain`, with a signature verifier the caller
     builds from the header's public key (this module is pure and does no cryptography itself).
+    The header itself is not signed: whoever can rewrite an export can also put a key of their own
+    in it and sign new heads with that. Offline verification proves more than internal consistency
+    only when the key it uses is pinned, i.e. compared with the coordinator's key as known from
+    elsewhere (its configuration, an earlier export, a published fingerprint).
 
 Pure: no I/O, clock, randomness or environment; the time (`at`) comes in as an argument.
 """
@@ -516,8 +520,14 @@ def export_lines(
     records: Iterable[AuditRecord],
     heads: Iterable[SignedHead],
     coordinator_public_key_b64: str,
+    *,
+    keys: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """The export as JSON Lines, each ending in a newline: header, heads (by seq), records.
+
+    `coordinator_public_key_b64` is the exporting coordinator's key; `keys` ({key_id: public key
+    in base64}, optional) lists every coordinator key that may have signed heads, and goes into
+    the header as "keys". Both are informational: a verifier that matters pins the keys it trusts.
 
     Lines are UTF-8 text; besides what JSON escapes, U+0085, U+2028 and U+2029 are escaped, so
     the export survives any line splitting (`str.splitlines`, editors). Only the line's encoding
@@ -526,7 +536,15 @@ def export_lines(
     Records are streamed in the order given (which should be seq order); heads are sorted.
     `f.writelines(export_lines(...))` writes a complete export.
     """
-    header = {"format": EXPORT_FORMAT, "public_key": _check_str(coordinator_public_key_b64, "public_key")}
+    header: dict[str, Any] = {
+        "format": EXPORT_FORMAT,
+        "public_key": _check_str(coordinator_public_key_b64, "public_key"),
+    }
+    if keys:
+        header["keys"] = {
+            _check_str(key_id, "key id"): _check_str(value, f"public key {key_id!r}")
+            for key_id, value in keys.items()
+        }
     yield _export_line(header)
     for head in sorted(heads, key=lambda h: h.seq):
         yield _export_line({"type": "head", **head_to_dict(head)})
@@ -585,10 +603,12 @@ def parse_export(
 ) -> tuple[dict[str, Any], Iterator[AuditRecord], list[SignedHead]]:
     """Read an export: (header, records as a lazy iterator, heads).
 
-    The header and the heads are read at once; the records are parsed as the iterator is
-    consumed, so a file of any size can be verified in one pass. Any malformed line raises
-    ValidationError naming its line number (for record lines, when the iterator reaches them).
-    Blank lines are ignored; lines may keep their trailing newline.
+    The header is returned as read (it has "format" and "public_key", maybe "keys"): it is not
+    covered by any hash or signature, so build the signature verifier from keys you trust (compare
+    the header's keys with ones obtained out of band). The heads are read at once; the records
+    are parsed as the iterator is consumed, so a file of any size can be verified in one pass.
+    Any malformed line raises ValidationError naming its line number (for record lines, when the
+    iterator reaches them). Blank lines are ignored; lines may keep their trailing newline.
     """
     numbered = _numbered(lines)
     first = next(numbered, None)

@@ -23,18 +23,32 @@ _UNITS = {
 _QUANTITY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*$")
 
 
+_NUMBER_RE = re.compile(r"^\d+(?:\.\d+)?$")
+
+
+def _finite(value: float, what: str) -> float:
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValidationError(f"{value!r} is not a {what}")
+    if value < 0:
+        raise ValidationError(f"a {what} cannot be negative: {value}")
+    return value
+
+
 def parse_bytes(value: str | int | float) -> int:
     """'256Mi' -> 268435456; a bare number is bytes."""
     if isinstance(value, bool):
         raise ValidationError(f"{value!r} is not a size")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValidationError(f"a size cannot be negative: {value}")
-        return int(value)
+    if isinstance(value, int):
+        return int(_finite(value, "size"))
+    if isinstance(value, float):
+        return int(_finite(value, "size"))
     match = _QUANTITY_RE.match(value)
     if not match or match.group(2) not in _UNITS:
         raise ValidationError(f"{value!r} is not a size (examples: 512Mi, 4Gi, 10G, 1048576)")
-    return int(float(match.group(1)) * _UNITS[match.group(2)])
+    number, unit = match.group(1), _UNITS[match.group(2)]
+    if "." not in number:
+        return int(number) * unit
+    return int(float(number) * unit)
 
 
 def parse_cpu(value: str | int | float) -> int:
@@ -42,16 +56,13 @@ def parse_cpu(value: str | int | float) -> int:
     if isinstance(value, bool):
         raise ValidationError(f"{value!r} is not a CPU quantity")
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValidationError(f"a CPU quantity cannot be negative: {value}")
-        return int(round(value * 1000))
+        return round(_finite(float(value), "CPU quantity") * 1000)
     text = value.strip()
-    try:
-        if text.endswith("m"):
-            return int(text[:-1])
-        return int(round(float(text) * 1000))
-    except ValueError:
-        raise ValidationError(f"{value!r} is not a CPU quantity (examples: 2, 0.5, 500m)") from None
+    millis = text.endswith("m")
+    number = text[:-1] if millis else text
+    if not _NUMBER_RE.match(number) or (millis and "." in number):
+        raise ValidationError(f"{value!r} is not a CPU quantity (examples: 2, 0.5, 500m)")
+    return int(number) if millis else round(float(number) * 1000)
 
 
 def format_bytes(value: int) -> str:

@@ -35,7 +35,6 @@ from http_message_signatures import (
     HTTPMessageSigner,
     HTTPMessageVerifier,
     HTTPSignatureKeyResolver,
-    MappingKeyResolver,
 )
 from http_message_signatures.algorithms import ED25519
 
@@ -60,8 +59,9 @@ ALGORITHM = "ed25519"
 COVERED_COMPONENTS = ("@method", "@target-uri", "content-digest")
 
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
-# scheme "://" authority path ["?" query] ["#" fragment]; characters are checked by the library.
+# The label of the first member of a Signature-Input dictionary (RFC 8941 key).
 _LABEL_RE = re.compile(r"[ \t]*([a-z*][a-z0-9_\-.*]*)=")
+# scheme "://" authority path ["?" query] ["#" fragment]; characters are checked by the library.
 _URL_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*)://([^/?#]*)([^?#]*)(?:\?([^#]*))?(?:#.*)?", re.DOTALL)
 
 
@@ -129,10 +129,7 @@ def sign_request(
         url=canonical_url(url),
         headers=_HeaderLines([("Content-Digest", digest)]),
     )
-    signer = HTTPMessageSigner(
-        signature_algorithm=ED25519,
-        key_resolver=MappingKeyResolver(public_keys={}, private_keys={key_id: private_key}),
-    )
+    signer = HTTPMessageSigner(signature_algorithm=ED25519)  # prepare() needs no key resolver
     try:
         prepared = signer.prepare(
             request,

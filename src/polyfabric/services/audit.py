@@ -44,11 +44,15 @@ class AuditService:
         authorize(principal, "audit.read")
         if "*" not in principal.domains:
             raise NotPermitted("exporting the whole audit chain needs a token for all domains ('*')")
+        return self._export_lines()
+
+    def _export_lines(self) -> Iterator[str]:
+        # One read-only transaction for the whole export: a consistent snapshot, streamed.
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             heads = uow.audit.heads()
             keys = uow.audit.coordinator_keys()
-            records = list(uow.audit.iter_all())
-        return chain.export_lines(records, heads, self._ctx.signer.public_key_b64, keys=keys)
+            yield from chain.export_lines(uow.audit.iter_all(), heads, self._ctx.signer.public_key_b64,
+                                          keys=keys)
 
     def verify(self, principal: Principal) -> ChainReport:
         authorize(principal, "audit.read")

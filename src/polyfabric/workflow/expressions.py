@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +40,7 @@ __all__ = [
     "Expression",
     "ExpressionError",
     "Expressions",
+    "Renderer",
     "Scope",
     "Template",
     "to_plain",
@@ -59,6 +60,13 @@ _SCAN = re.compile(
     re.DOTALL,
 )
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+
+
+Renderer = Callable[["Scope"], Any]
+
+
+def _constant(value: Any) -> Renderer:
+    return lambda scope: value
 
 
 class ExpressionError(ValidationError):
@@ -148,8 +156,15 @@ def to_plain(value: Any) -> Any:
 
 def to_text(value: Any) -> str:
     """How a value is written into a string: strings as they are, the rest as compact JSON."""
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return value
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -321,25 +336,68 @@ class Expressions:
 
         With keep_type, a string that is exactly one `{{ expr }}` becomes the value itself.
         """
-        if isinstance(value, str):
-            template = self.template(value)
-            if template is None:
-                return value
-            whole = template.whole
-            if keep_type and whole is not None:
-                return self.evaluate(whole, scope)
-            return "".join(
-                p if isinstance(p, str) else to_text(self.evaluate(p, scope)) for p in template.parts
-            )
-        if isinstance(value, list | tuple):
-            return [self.render(v, scope, keep_type=keep_type) for v in value]
-        if isinstance(value, dict):
-            return {k: self.render(v, scope, keep_type=keep_type) for k, v in value.items()}
-        return value
+        return self.renderer(value, keep_type=keep_type)(scope)
 
     def render_text(self, value: Any, scope: Scope) -> str:
         """Render into a string (command arguments, environment values)."""
         return to_text(self.render(value, scope, keep_type=False))
+
+    def renderer(self, value: Any, *, keep_type: bool = True, text: bool = False) -> Renderer:
+        """Compile a (nested) value into a function of the scope that renders it.
+
+        `text` turns every string of the value into text (command arguments, env values).
+        Parts without templates are returned as they are (shared: treat results as read-only).
+        """
+        return self._renderer(value, keep_type and not text, text)[0]
+
+    def _renderer(self, value: Any, keep_type: bool, text: bool) -> tuple[Renderer, bool]:
+        """(function, whether the value is constant)."""
+        if isinstance(value, str):
+            template = self.template(value)
+            if template is None:
+                return _constant(value), True
+            whole = template.whole
+            if whole is not None:
+                evaluate = self._evaluator(whole)
+                if keep_type:
+                    return evaluate, False
+                return (lambda scope: to_text(evaluate(scope))), False
+            parts = [p if isinstance(p, str) else self._evaluator(p) for p in template.parts]
+
+            def join(scope: Scope) -> str:
+                return "".join(p if isinstance(p, str) else to_text(p(scope)) for p in parts)
+
+            return join, False
+        if isinstance(value, list | tuple):
+            compiled = [self._renderer(v, keep_type, text) for v in value]
+            if all(const for _, const in compiled):
+                fixed = [to_text(v) for v in value] if text else list(value)
+                return _constant(fixed), True
+            fns = [fn for fn, _ in compiled]
+            return (lambda scope: [fn(scope) for fn in fns]), False
+        if isinstance(value, dict):
+            items = [(k, *self._renderer(v, keep_type, text)) for k, v in value.items()]
+            if all(const for _, _, const in items):
+                fixed_map = {k: to_text(v) for k, v in value.items()} if text else dict(value)
+                return _constant(fixed_map), True
+            pairs = [(k, fn) for k, fn, _ in items]
+            return (lambda scope: {k: fn(scope) for k, fn in pairs}), False
+        return _constant(to_text(value) if text else value), True
+
+    def _evaluator(self, expression: Expression) -> Renderer:
+        """A function of the scope evaluating one expression; plain paths skip CEL entirely."""
+        if expression.path is None:
+            return lambda scope: self.evaluate(expression, scope)
+        root, *rest = expression.path
+        if not rest and root == "item":
+
+            def item(scope: Scope) -> Any:
+                if scope.item is NO_ITEM:
+                    return self._resolve(expression, scope)  # raises the proper error
+                return scope.item
+
+            return item
+        return lambda scope: self._resolve(expression, scope)
 
     def compile_all(self, sources: Iterable[str]) -> list[Expression]:
         return [self.compile(s) for s in sources]

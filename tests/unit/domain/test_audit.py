@@ -649,6 +649,19 @@ def test_parse_export_reads_records_lazily() -> None:
     assert next(records).seq == 1
 
 
+def test_export_header_can_list_every_coordinator_key() -> None:
+    lines = list(export_lines(simple_chain(1), [], "pk-a", keys={"coord-a": "pk-a", "coord-b": "pk-b"}))
+    header, records, _ = parse_export(lines)
+    assert header == {
+        "format": EXPORT_FORMAT,
+        "public_key": "pk-a",
+        "keys": {"coord-a": "pk-a", "coord-b": "pk-b"},
+    }
+    assert len(list(records)) == 1
+    with pytest.raises(ValidationError, match="public key 'coord-b' must be a string"):
+        list(export_lines([], [], "pk-a", keys={"coord-b": None}))  # type: ignore[dict-item]
+
+
 def test_export_without_heads_or_records() -> None:
     header, records, heads = parse_export(export_lines([], [], "pk"))
     assert header["format"] == EXPORT_FORMAT

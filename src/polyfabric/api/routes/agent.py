@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError as PydanticError
 from starlette.concurrency import run_in_threadpool
 
-from polyfabric.api.auth import SignedCall, signed_call
+from polyfabric.api.auth import SignedCall, signed_call, signed_url
 from polyfabric.domain.errors import NotAuthenticated, ValidationError
 from polyfabric.domain.ids import node_id_from_public_key
 from polyfabric.domain.resources import Resources
@@ -63,7 +63,7 @@ async def register(request: Request) -> RegisterOut:
     if claimed != node_id:
         raise NotAuthenticated(
             f"the request is signed as {claimed!r}, but the key in the body belongs to {node_id}")
-    verify_request(method=request.method, url=str(request.url), headers=dict(request.headers), body=body,
+    verify_request(method=request.method, url=signed_url(request), headers=dict(request.headers), body=body,
                    resolve_key=lambda key_id: public_key if key_id == node_id else None,
                    now=services.ctx.clock.now())
     node = await run_in_threadpool(services.nodes.register, _registration(payload.node, public_key),
