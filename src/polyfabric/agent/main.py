@@ -26,6 +26,7 @@ from polyfabric.agent import fingerprint, health, telemetry
 from polyfabric.agent.identity import NodeIdentity, load_or_create
 from polyfabric.agent.settings import AgentSettings
 from polyfabric.client import AgentClient, ApiError, CoordinatorUnreachable
+from polyfabric.observability import configure_logging
 
 __all__ = ["Agent", "AgentRefused", "run"]
 
@@ -104,7 +105,8 @@ class Agent:
                  reply["name"], reply["domain"], reply["state"], self.interval)
 
     def _refusal(self, exc: ApiError) -> AgentRefused:
-        if exc.status == 401 and "revoked" in exc.message:
+        # Only this node's own revocation is exit 3 (a revoked *join token* is a refusal like any other).
+        if exc.status in (401, 403) and f"node {self.identity.node_id} was revoked" in exc.message:
             return AgentRefused(f"this node was revoked: {exc.message}", 3)
         if exc.status in (401, 403, 404, 409, 400, 422):
             return AgentRefused(f"the coordinator refused this node: {exc.message}", 2)
@@ -192,9 +194,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def run(settings: AgentSettings, *, log_level: str = "info") -> int:
-    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(log_level)
     try:
         agent = Agent(settings)
     except Exception as exc:  # a bad key file or data dir: say what, exit non-zero

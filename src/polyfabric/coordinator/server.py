@@ -8,12 +8,12 @@ state: every lifecycle change and audit record was committed before it was ackno
 from __future__ import annotations
 
 import logging
-import sys
 
 import uvicorn
 
 from polyfabric.coordinator.bootstrap import build
 from polyfabric.coordinator.settings import CoordinatorSettings
+from polyfabric.observability import configure_logging
 
 __all__ = ["serve"]
 
@@ -21,11 +21,7 @@ log = logging.getLogger("polyfabric.server")
 
 
 def serve(settings: CoordinatorSettings) -> int:
-    logging.basicConfig(
-        level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(settings.log_level)
     coordinator = build(settings)
     if coordinator.admin_token_created:
         log.info("created the admin API token; it is in %s (mode 0600)", settings.admin_token_path)

@@ -14,6 +14,7 @@ see README.md in this package for the pipeline and its plugin points.
 from __future__ import annotations
 
 from polyfabric.scheduling.framework import (
+    DEFAULT_TASK_FIELDS,
     PASS,
     CycleState,
     Filter,
@@ -23,7 +24,7 @@ from polyfabric.scheduling.framework import (
     Status,
     Verdict,
     VictimFilter,
-    task_class_key,
+    class_key_function,
 )
 from polyfabric.scheduling.limits import ConcurrencyGate
 from polyfabric.scheduling.pipeline import default_candidates, schedule
@@ -41,6 +42,7 @@ from polyfabric.scheduling.registry import (
     DEFAULT_FILTERS,
     DEFAULT_GATES,
     DEFAULT_SCORERS,
+    NodeOrder,
     Profile,
     Registry,
     WeightedScorer,
@@ -60,6 +62,7 @@ __all__ = [
     "DEFAULT_FILTERS",
     "DEFAULT_GATES",
     "DEFAULT_SCORERS",
+    "DEFAULT_TASK_FIELDS",
     "PASS",
     "ClusterView",
     "ConcurrencyGate",
@@ -67,6 +70,7 @@ __all__ = [
     "CycleState",
     "Filter",
     "Gate",
+    "NodeOrder",
     "NodeView",
     "Placement",
     "Plan",
@@ -87,11 +91,11 @@ __all__ = [
     "WeightedScorer",
     "builtin_registry",
     "choose_victims",
+    "class_key_function",
     "default_candidates",
     "default_profile",
     "describe_reasons",
     "find_preemption",
     "schedule",
-    "task_class_key",
     "verify_node",
 ]

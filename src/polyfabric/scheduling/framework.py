@@ -8,26 +8,32 @@ pure: they read the task, the node and the `CycleState`, and return a value.
 `Scope` is the promise a plugin makes about what it reads, which is what lets the pipeline reuse
 its work (Nomad's computed node classes, kube-scheduler's equivalence cache):
 
-    NODE      the task's equivalence class and the node view only: decided once per class and
-              node for the whole pass.
-    CYCLE     also this node's tallies in the cycle (free resources, task count): re-asked when
-              the node changes. Tallies only grow in a pass, so a CYCLE filter must be monotone:
-              a node it turned down stays turned down for the rest of the pass.
-    VOLATILE  anything (other nodes' tallies, the task's workflow, ...): asked afresh for every
-              decision. Topology plugins (spread across zones, affinity) live here.
+    NODE   the node view only, not the task: asked once per node per pass (node state).
+    CLASS  the node view and the task fields it names in `task_fields`: asked once per task class
+           and node per pass (labels).
+    CYCLE  CLASS plus this node's tallies in the cycle (free resources, task count): re-asked
+           whenever the node changes. Tallies only grow during a pass, so a CYCLE filter must be
+           monotone: a node it refused stays refused for the rest of the pass (capacity).
+    TASK   anything: the task's own fields (excluded nodes), other nodes' tallies (topology
+           spread, affinity): asked afresh for every task, on its few best candidates.
 
-A plugin that reads task fields beyond the class key (domain, resources, constraints, excluded
-nodes) must also define `task_key(task) -> Hashable`; the pipeline adds it to the class key.
+Tasks are grouped into classes by the `TaskRequest` fields their CLASS and CYCLE plugins read,
+which each such plugin names in `task_fields` (capacity: resources; labels: constraints; the task
+cap: none). A plugin that does not say gets the safe default, `DEFAULT_TASK_FIELDS`.
+
+A CYCLE filter that refuses every node whose free resources do not cover some amount may say so
+with `requires(task) -> Resources`; the pipeline then skips such nodes without asking them (the
+capacity filter does).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from polyfabric.domain.errors import ValidationError
 from polyfabric.domain.resources import Resources
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
 
@@ -41,7 +47,8 @@ __all__ = [
     "Status",
     "Verdict",
     "VictimFilter",
-    "task_class_key",
+    "DEFAULT_TASK_FIELDS",
+    "class_key_function",
 ]
 
 
@@ -58,19 +65,47 @@ class Scope(StrEnum):
     """What a plugin reads, and so how long the pipeline may reuse its answer (see module doc)."""
 
     NODE = "node"
+    CLASS = "class"
     CYCLE = "cycle"
-    VOLATILE = "volatile"
+    TASK = "task"
 
 
-@dataclass(frozen=True, slots=True)
 class Verdict:
-    """One plugin's answer. `reason` is for people and names this node's numbers; `summary` is
-    the short form the pipeline counts nodes by ("cpu exhausted"); it defaults to the reason."""
+    """One plugin's answer, immutable. `reason` is for people and names this node's numbers;
+    `summary` is the short form explanations count nodes by ("cpu exhausted").
+
+    A filter on a hot path may pass `detail`, a function that builds the reason, instead of the
+    reason itself: most refusals are never read by anyone, so their text is built on first read.
+    """
+
+    __slots__ = ("_detail", "_reason", "plugin", "status", "summary")
 
     status: Status
-    plugin: str = ""
-    reason: str = ""
-    summary: str = ""
+    plugin: str
+    summary: str
+
+    def __init__(
+        self,
+        status: Status,
+        plugin: str = "",
+        reason: str = "",
+        summary: str = "",
+        *,
+        detail: Callable[[], str] | None = None,
+    ) -> None:
+        setattr_ = object.__setattr__
+        setattr_(self, "status", status)
+        setattr_(self, "plugin", plugin)
+        setattr_(self, "summary", summary)
+        setattr_(self, "_reason", reason)
+        setattr_(self, "_detail", detail if not reason else None)
+
+    @property
+    def reason(self) -> str:
+        if self._detail is not None:
+            object.__setattr__(self, "_reason", self._detail())
+            object.__setattr__(self, "_detail", None)
+        return self._reason
 
     @property
     def passed(self) -> bool:
@@ -78,8 +113,24 @@ class Verdict:
 
     @property
     def key(self) -> str:
-        """What unplaced-task explanations group nodes by."""
+        """What unplaced-task explanations group nodes by: the summary, else the reason."""
         return self.summary or self.reason or f"{self.plugin}: {self.status}"
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"a Verdict is immutable (tried to set {name})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Verdict):
+            return NotImplemented
+        return (self.status, self.plugin, self.reason, self.summary) == (
+            other.status, other.plugin, other.reason, other.summary)
+
+    def __hash__(self) -> int:
+        return hash((self.status, self.plugin, self.reason, self.summary))
+
+    def __repr__(self) -> str:
+        return (f"Verdict(status={self.status.value!r}, plugin={self.plugin!r}, reason={self.reason!r}, "
+                f"summary={self.summary!r})")
 
 
 PASS = Verdict(Status.PASS)
@@ -120,16 +171,43 @@ class VictimFilter(Protocol):
     def allows(self, task: TaskRequest, victim: RunningTask, node: NodeView) -> bool: ...
 
 
-def task_class_key(task: TaskRequest) -> Hashable:
-    """The fields that decide feasibility and score for the built-in plugins: tasks with equal
-    keys get the same answers from every NODE and CYCLE plugin, so work is shared among them."""
-    constraints = task.constraints
-    return (
-        task.domain,
-        task.resources,
-        tuple(sorted(constraints.items())) if constraints else (),
-        task.excluded_nodes,
-    )
+DEFAULT_TASK_FIELDS = ("domain", "resources", "constraints", "excluded_nodes")
+"""What a CLASS or CYCLE plugin is assumed to read of a task when it does not say."""
+
+_TASK_FIELDS = frozenset(TaskRequest.__dataclass_fields__)
+
+
+def _resources_key(task: TaskRequest) -> Hashable:
+    r = task.resources
+    return (r.cpu_millis, r.memory_bytes, r.disk_bytes, r.gpus, r.slots)
+
+
+def _field_key(name: str) -> Callable[[TaskRequest], Hashable]:
+    if name == "resources":
+        return _resources_key
+
+    def key(task: TaskRequest) -> Hashable:
+        value = getattr(task, name)
+        if isinstance(value, Mapping):
+            return tuple(sorted(value.items())) if value else ()
+        return value  # type: ignore[no-any-return]
+
+    return key
+
+
+def class_key_function(fields: Iterable[str]) -> Callable[[TaskRequest], Hashable]:
+    """Map a task to its equivalence-class key over `fields`: tasks with equal keys get equal
+    answers from every plugin that reads only those fields, so they share that work."""
+    names = sorted(set(fields))
+    unknown = [name for name in names if name not in _TASK_FIELDS]
+    if unknown:
+        raise ValidationError(f"a plugin reads task fields that do not exist: {', '.join(unknown)}")
+    parts = [_field_key(name) for name in names]
+    if not parts:
+        return lambda task: ()
+    if len(parts) == 1:
+        return parts[0]
+    return lambda task: tuple([part(task) for part in parts])
 
 
 class CycleState:

@@ -1,39 +1,54 @@
 """One scheduling pass: gates → feasibility → ranking → selection, per task, sharing work.
 
-    tasks ─ sort (−priority, submitted_seq) ─▶ gates ─▶ class ─▶ candidates ─▶ best ─▶ commit
-                                              │ no      (key)    (limit k)     │ none
-                                              ▼                                ▼
-                                          Unplaced(blocked_by)          preemption ─▶ Unplaced
+    tasks ─ sort (−priority, submitted_seq) ─▶ gates ─▶ class ─▶ candidates ─▶ TASK check ─▶ commit
+                                                │ no     (key)    (≤ k, cached)  │ none
+                                                ▼                                ▼
+                                        Unplaced(blocked_by)     explain ─▶ preemption ─▶ Unplaced
 
-Nodes are shuffled once per pass with the caller's `rng`; that order is where every class starts
-looking and the tie-break between equal scores, so a pass is reproducible from its seed.
+Set-up, once per pass: nodes are shuffled with the caller's `rng` (the tie-break between equal
+scores, so a pass is reproducible from its seed); NODE filters (node state) are asked once per
+node and the nodes they refuse leave the pass; the rest are ordered by free capacity (GPUs, then
+CPU: Nomad's computed node classes meet a best-fit index).
 
-Tasks with the same class key (domain, resources, constraints, excluded nodes, and whatever
-`task_key` plugins add) get the same answer from every NODE and CYCLE plugin, so they share one
-`_Class`: the nodes it has looked at, the verdicts and scores it cached (stamped with the node's
-version), its current candidates and its explanation. A node a class saw fail is never asked
-again for that class in the pass: CYCLE filters are monotone and tallies only grow.
+Tasks with the same class key (the fields their CLASS and CYCLE plugins read: `task_fields`) get the
+same answers, so they share one `_Class`: the nodes it has looked at, the verdicts and scores it
+cached (stamped with the node's version), its current candidates and its explanation.
 
 Per task the class keeps up to `k` candidates (Nomad's limit iterator, k ≈ log2(nodes)): stale
-candidates (their node changed) are re-checked, one more node is explored from where the class
-left off (first the nodes it has never seen, then round-robin over the ones it has), the worst
-is dropped if there are more than k, and the best is chosen. Placing a task changes only the
-chosen node; every other cached answer stays valid. A class runs out only when every node has
-refused it, so the explanation counts every node once, by the first reason it gave.
+candidates (their node changed since) are re-checked, one more node is explored from where the
+class left off, the worst is dropped if there are more than k, and the best is chosen (TASK
+plugins, such as excluded nodes, are asked on the best few only). Exploring walks the capacity
+order from the first node that could hold the request (best fit; worst fit walks down to it), so
+nodes too full at the start of the pass are never looked at; a node that a placement leaves
+unable to hold any pending task is marked dead and skipped by every class. A node a class saw
+refuse is never asked again by that class: CYCLE filters are monotone, tallies only grow.
+Placing a task changes only the chosen node; every other cached answer stays valid.
+
+Explanations are computed only for tasks that end up unplaced, once per class: every node is
+counted once, by the first filter (in profile order within scope) that refuses it.
 """
 
 from __future__ import annotations
 
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from polyfabric.domain.errors import ValidationError
-from polyfabric.scheduling.framework import CycleState, Scope, Status, Verdict, task_class_key
+from polyfabric.domain.resources import Resources
+from polyfabric.scheduling.framework import (
+    DEFAULT_TASK_FIELDS,
+    CycleState,
+    Scope,
+    Status,
+    Verdict,
+    class_key_function,
+)
 from polyfabric.scheduling.plan import Placement, Plan, Preemption, Unplaced
 from polyfabric.scheduling.preemption import find_preemption
-from polyfabric.scheduling.registry import Profile
+from polyfabric.scheduling.registry import NodeOrder, Profile
 from polyfabric.scheduling.view import ClusterView, NodeView, TaskRequest
 
 __all__ = ["default_candidates", "schedule"]
@@ -41,6 +56,7 @@ __all__ = ["default_candidates", "schedule"]
 _PASS = Status.PASS
 _NOT_NOW = Status.NOT_NOW
 _EMPTY: Mapping[str, int] = MappingProxyType({})
+_UNCHOSEN = "passed every filter but was not chosen"
 
 Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
 Score = Callable[[TaskRequest, NodeView, CycleState], float]
@@ -67,7 +83,10 @@ def schedule(
     """
     if max_candidates is not None and max_candidates < 1:
         raise ValidationError(f"max_candidates must be at least 1, got {max_candidates}")
-    return _Pass(view, profile, rng, max_candidates).run(tasks)
+    ordered = sorted(tasks, key=lambda t: (-t.priority, t.submitted_seq))
+    if len({t.task_id for t in ordered}) != len(ordered):
+        raise ValidationError("the same task id is pending more than once")
+    return _Pass(view, profile, rng, max_candidates, ordered).run(ordered)
 
 
 class _Class:
@@ -79,80 +98,166 @@ class _Class:
         "fresh",
         "later",
         "not_now",
+        "ok",
         "pool",
         "pos",
-        "reasons",
         "rep",
         "score",
         "seen",
         "spent_at",
+        "stale",
+        "step",
+        "stop",
         "summary",
         "ver",
     )
 
-    def __init__(self, rep: TaskRequest) -> None:
-        self.rep = rep  # any member: NODE and CYCLE plugins answer the same for all of them
-        self.fresh = 0  # index into the pass's node order of the next never-seen node
-        self.seen: list[NodeView] = []  # passed the NODE filters and has not failed since
+    def __init__(self, rep: TaskRequest, fresh: int, stop: int, step: int) -> None:
+        self.rep = rep  # any member: CLASS and CYCLE plugins answer the same for all of them
+        self.ok: dict[str, bool] = {}  # node id -> CLASS verdict, shared with the class's group
+        self.fresh, self.stop, self.step = fresh, stop, step  # the walk over never-seen nodes
+        self.seen: list[NodeView] = []  # passed the CLASS filters and has not been refused since
         self.pos: dict[str, int] = {}  # node id -> index in `seen`
-        self.cursor = 0  # round-robin position in `seen`
+        self.cursor = 0  # round-robin position in `seen`, once the walk is done
         self.pool: dict[str, NodeView] = {}  # current candidates (at most k after trimming)
+        self.stale: list[str] = []  # candidates whose node changed since they were scored
         self.ver: dict[str, int] = {}  # node id -> node version when last checked
         self.score: dict[str, tuple[float, int]] = {}  # node id -> (weighted score, -rank)
-        self.reasons: dict[str, int] = {}  # refusal summary -> nodes
-        self.later: list[NodeView] = []  # nodes that refused NOT_NOW: preemption candidates
-        self.not_now = 0
         self.exhausted = False
-        self.summary: Mapping[str, int] | None = None
+        self.summary: Mapping[str, int] | None = None  # the explanation, once exhausted
+        self.later: list[NodeView] = []  # nodes that refused NOT_NOW: preemption candidates
+        self.not_now = False
         self.spent_at: int | None = None  # preemption found nothing at this priority
 
 
 class _Pass:
-    def __init__(self, view: ClusterView, profile: Profile, rng: random.Random, k: int | None) -> None:
-        nodes = list(view.nodes)
-        rng.shuffle(nodes)
+    def __init__(
+        self,
+        view: ClusterView,
+        profile: Profile,
+        rng: random.Random,
+        k: int | None,
+        ordered: list[TaskRequest],
+    ) -> None:
+        shuffled = list(view.nodes)
+        rng.shuffle(shuffled)
         self.view = view
         self.profile = profile
-        self.nodes = nodes
-        self.rank = {node.id: i for i, node in enumerate(nodes)}
-        self.k = k if k is not None else default_candidates(len(nodes))
-        self.cycle = CycleState(view)
-        self.versions = self.cycle._version
+        self.shuffled = shuffled
+        self.rank = {node.id: i for i, node in enumerate(shuffled)}
+        self.k = k if k is not None else default_candidates(len(shuffled))
+        self.cycle = cycle = CycleState(view)
+        self.versions = cycle._version
         self.gates = [gate.admit for gate in profile.gates]
-        by_scope: dict[Scope, list[Check]] = {Scope.NODE: [], Scope.CYCLE: [], Scope.VOLATILE: []}
+
+        by_scope: dict[Scope, list[Any]] = {scope: [] for scope in Scope}
         for flt in profile.filters:
-            by_scope[flt.scope].append(flt.check)
-        self.node_filters = by_scope[Scope.NODE]
-        self.cycle_filters = by_scope[Scope.CYCLE]
-        self.volatile_filters = by_scope[Scope.VOLATILE]
+            by_scope[flt.scope].append(flt)
+        self.node_filters: list[Check] = [f.check for f in by_scope[Scope.NODE]]
+        self.class_filters: list[Check] = [f.check for f in by_scope[Scope.CLASS]]
+        self.cycle_filters: list[Check] = [f.check for f in by_scope[Scope.CYCLE]]
+        self.task_filters: list[Check] = [f.check for f in by_scope[Scope.TASK]]
         total_weight = sum(w.weight for w in profile.scorers) or 1.0
         self.cached_scorers: list[tuple[Score, float]] = []
-        self.volatile_scorers: list[tuple[Score, float]] = []
+        self.task_scorers: list[tuple[Score, float]] = []
+        keyed: list[Any] = [*by_scope[Scope.CLASS], *by_scope[Scope.CYCLE]]
         for weighted in profile.scorers:
-            target = self.volatile_scorers if weighted.scorer.scope is Scope.VOLATILE else self.cached_scorers
-            target.append((weighted.scorer.score, weighted.weight / total_weight))
-        self.volatile = bool(self.volatile_filters or self.volatile_scorers)
-        plugins: list[Any] = [*profile.filters, *(w.scorer for w in profile.scorers)]
-        self.key_parts: list[Callable[[TaskRequest], Hashable]] = [
-            p.task_key for p in plugins if callable(getattr(p, "task_key", None))
+            pair = (weighted.scorer.score, weighted.weight / total_weight)
+            if weighted.scorer.scope is Scope.TASK:
+                self.task_scorers.append(pair)
+            else:
+                self.cached_scorers.append(pair)
+                keyed.append(weighted.scorer)
+        fields: set[str] = set()
+        for plugin in keyed:
+            fields.update(getattr(plugin, "task_fields", DEFAULT_TASK_FIELDS))
+        self.class_key = class_key_function(fields)
+        # CLASS verdicts are shared wider still: by the fields the CLASS filters read alone, so
+        # tasks with the same constraints but other resources ask the labels filter only once.
+        group_fields: set[str] = set()
+        for flt in by_scope[Scope.CLASS]:
+            group_fields.update(getattr(flt, "task_fields", DEFAULT_TASK_FIELDS))
+        self.group_key = class_key_function(group_fields)
+        self.groups: dict[Hashable, dict[str, bool]] = {}
+        self.watchers: dict[str, set[_Class]] = {}  # node id -> classes holding it as a candidate
+        self.hints: list[Callable[[TaskRequest], Resources]] = [
+            f.requires for f in keyed[: len(by_scope[Scope.CLASS]) + len(by_scope[Scope.CYCLE])]
+            if callable(getattr(f, "requires", None))
         ]
+
+        # NODE filters, once per node; the survivors ordered by free capacity.
+        self.refused: dict[str, Verdict] = {}
+        usable: list[NodeView] = []
+        rep = ordered[0] if ordered else None
+        for node in shuffled:
+            verdict = None
+            if rep is not None:
+                for check in self.node_filters:
+                    verdict = check(rep, node, cycle)
+                    if verdict.status is not _PASS:
+                        break
+                else:
+                    verdict = None
+            if verdict is None:
+                usable.append(node)
+            else:
+                self.refused[node.id] = verdict
+        # Nodes that cannot hold even the smallest pending request are dead for every class.
+        self.dead: set[str] = set()
+        self.floor: Resources | None = None
+        if self.hints and ordered:
+            needs = {self._need(task) for task in ordered}
+            self.floor = Resources(
+                min(n.cpu_millis for n in needs), min(n.memory_bytes for n in needs),
+                min(n.disk_bytes for n in needs), min(n.gpus for n in needs), min(n.slots for n in needs),
+            )
+        for node in usable:
+            self._mark_dead(node.id)
+        if self.dead:
+            usable = [node for node in usable if node.id not in self.dead]
+        self.order = profile.node_order
+        # Best fit walks from the tightest fit outwards, so what lies ahead scored worse at the
+        # start; the other orders explore one more node per task, which keeps spreading going.
+        self.explore = 0 if self.order is NodeOrder.BEST_FIT else 1
+        if self.order is NodeOrder.RANDOM:
+            self.walk = usable
+            self.walk_keys: list[tuple[int, int, int]] = []
+        else:
+            keyed_nodes = []
+            for node in usable:
+                free = cycle.free(node.id)
+                keyed_nodes.append(((free.gpus, free.cpu_millis, self.rank[node.id]), node))
+            keyed_nodes.sort(key=lambda pair: pair[0])
+            self.walk = [node for _, node in keyed_nodes]
+            self.walk_keys = [key for key, _ in keyed_nodes]
         self.min_victim: int | None = None
-        self.stats = {"tasks": 0, "classes": 0, "node_checks": 0, "cycle_checks": 0, "scores": 0,
-                      "preemption_searches": 0}
+        self.n_class_checks = 0
+        self.n_cycle_checks = 0
+        self.n_explained = 0
+        self.n_preemption_searches = 0
+
+    def _need(self, task: TaskRequest) -> Resources:
+        hints = self.hints
+        need = hints[0](task)
+        for hint in hints[1:]:
+            other = hint(task)
+            need = Resources(*(max(a, b) for a, b in zip(
+                (need.cpu_millis, need.memory_bytes, need.disk_bytes, need.gpus, need.slots),
+                (other.cpu_millis, other.memory_bytes, other.disk_bytes, other.gpus, other.slots),
+                strict=True)))
+        return need
 
     # -- the pass --------------------------------------------------------------------------------
 
-    def run(self, tasks: Iterable[TaskRequest]) -> Plan:
-        ordered = sorted(tasks, key=lambda t: (-t.priority, t.submitted_seq))
-        if len({t.task_id for t in ordered}) != len(ordered):
-            raise ValidationError("the same task id is pending more than once")
+    def run(self, ordered: list[TaskRequest]) -> Plan:
         cycle = self.cycle
         gates = self.gates
-        key_parts = self.key_parts
+        class_key = self.class_key
         classes: dict[Hashable, _Class] = {}
         placements: list[Placement] = []
         preemptions: list[Preemption] = []
         unplaced: list[Unplaced] = []
+        plain = not (self.task_filters or self.task_scorers)
         for task in ordered:
             blocked = None
             for admit in gates:
@@ -163,57 +268,113 @@ class _Pass:
             if blocked is not None:
                 unplaced.append(Unplaced(task.task_id, _EMPTY, blocked.reason or blocked.key, blocked.status))
                 continue
-            key = task_class_key(task)
-            if key_parts:
-                key = (key, *(part(task) for part in key_parts))
+            key = class_key(task)
             cs = classes.get(key)
             if cs is None:
-                cs = classes[key] = _Class(task)
-            extra: dict[str, int] | None = None
-            later = False
-            if self.volatile:
-                node, extra, later = self._pick_volatile(task, cs)
-            else:
-                node = self._pick(cs)
+                cs = classes[key] = self._new_class(task)
+            node = self._pick(cs) if plain else self._pick_for_task(task, cs)
             if node is not None:
-                cycle.commit(task, node.id)
-                placements.append(Placement(task.task_id, node.id, task.resources))
+                node_id = node.id
+                cycle.commit(task, node_id)
+                placements.append(Placement(task.task_id, node_id, task.resources))
+                self._changed(node_id)
                 continue
-            summary = self._summary(cs, extra)
-            if self._preempt(task, cs, summary, preemptions, unplaced):
+            if cs.exhausted:
+                if cs.summary is None:
+                    cs.summary, cs.later, cs.not_now = self._explain(cs, None)
+                summary, later, not_now = cs.summary, cs.later, cs.not_now
+            else:  # the class has candidates, but TASK filters refused them all for this task
+                summary, later, not_now = self._explain(cs, task)
+            if self._preempt(task, cs, summary, later, preemptions, unplaced):
                 continue
-            if not self.nodes:
+            if not self.shuffled:
                 unplaced.append(Unplaced(task.task_id, summary, "no nodes in the cluster view", Status.NEVER))
-                continue
-            status = _NOT_NOW if cs.not_now or later else Status.NEVER
-            unplaced.append(Unplaced(task.task_id, summary, None, status))
-        self.stats["tasks"] = len(ordered)
-        self.stats["classes"] = len(classes)
-        self.stats["placements"] = len(placements)
-        self.stats["preemptions"] = len(preemptions)
-        self.stats["unplaced"] = len(unplaced)
+            else:
+                unplaced.append(Unplaced(task.task_id, summary, None, _NOT_NOW if not_now else Status.NEVER))
+        stats = {
+            "tasks": len(ordered),
+            "classes": len(classes),
+            "nodes": len(self.shuffled),
+            "usable_nodes": len(self.walk),
+            "class_checks": self.n_class_checks,
+            "cycle_checks": self.n_cycle_checks,
+            "explained_nodes": self.n_explained,
+            "preemption_searches": self.n_preemption_searches,
+            "placements": len(placements),
+            "preemptions": len(preemptions),
+            "unplaced": len(unplaced),
+        }
         return Plan(tuple(placements), tuple(preemptions), tuple(unplaced), self.view.version,
-                    MappingProxyType(dict(self.stats)))
+                    MappingProxyType(stats))
+
+    def _new_class(self, task: TaskRequest) -> _Class:
+        count = len(self.walk)
+        start = 0
+        if self.hints and self.order is not NodeOrder.RANDOM:
+            need = self._need(task)
+            start = bisect_left(self.walk_keys, (need.gpus, need.cpu_millis, -1))
+        if self.order is NodeOrder.WORST_FIT:
+            cs = _Class(task, count - 1, start - 1, -1)
+        else:
+            cs = _Class(task, start, count, 1)
+        group = self.group_key(task)
+        ok = self.groups.get(group)
+        if ok is None:
+            ok = self.groups[group] = {}
+        cs.ok = ok
+        return cs
+
+    def _changed(self, node_id: str) -> None:
+        """A node's tallies grew: tell the classes holding it as a candidate, check if it is dead."""
+        watchers = self.watchers.get(node_id)
+        if watchers:
+            for cs in watchers:
+                cs.stale.append(node_id)
+        self._mark_dead(node_id)
+
+    def _mark_dead(self, node_id: str) -> None:
+        """Mark the node dead if no pending task could fit on it any more."""
+        floor = self.floor
+        if floor is None:
+            return
+        free = self.cycle.free(node_id)
+        if (
+            free.cpu_millis < floor.cpu_millis
+            or free.memory_bytes < floor.memory_bytes
+            or free.slots < floor.slots
+            or free.gpus < floor.gpus
+            or free.disk_bytes < floor.disk_bytes
+        ):
+            self.dead.add(node_id)
 
     # -- candidates ------------------------------------------------------------------------------
 
     def _pick(self, cs: _Class) -> NodeView | None:
-        """The best candidate for the class now, or None when every node has refused it."""
+        """The class's best candidate now, or None when every node refuses it."""
         if cs.exhausted:
             return None
         pool = cs.pool
-        if pool:
+        if cs.stale:
             versions = self.versions
             ver = cs.ver
-            stale = [node for nid, node in pool.items() if ver[nid] != versions.get(nid, 0)]
-            for node in stale:
-                self._recheck(cs, node)  # on refusal, also leaves the pool
-        wanted = max(1, self.k - len(pool))
-        while wanted:
+            for nid in cs.stale:
+                node = pool.get(nid)
+                if node is not None and ver[nid] != versions.get(nid, 0):
+                    self._recheck(cs, node)  # a refused node also leaves the pool
+            cs.stale.clear()
+        wanted = max(self.explore, self.k - len(pool))
+        watchers = self.watchers
+        while wanted > 0:
             node = self._explore(cs)
             if node is None:
                 break
-            pool[node.id] = node
+            nid = node.id
+            pool[nid] = node
+            held = watchers.get(nid)
+            if held is None:
+                watchers[nid] = {cs}
+            else:
+                held.add(cs)
             wanted -= 1
         if not pool:
             cs.exhausted = True
@@ -224,15 +385,22 @@ class _Pass:
         return pool[max(pool, key=score.__getitem__)]
 
     def _explore(self, cs: _Class) -> NodeView | None:
-        """The next node that passes for the class and is not a candidate yet: never-seen nodes
-        first, then round-robin over the seen ones."""
-        nodes = self.nodes
-        count = len(nodes)
-        while cs.fresh < count:
-            node = nodes[cs.fresh]
-            cs.fresh += 1
+        """The next node that passes for the class and is not a candidate yet: first the walk
+        over never-seen nodes in capacity order, then round-robin over the seen ones."""
+        walk = self.walk
+        dead = self.dead
+        ok = cs.ok
+        i, stop, step = cs.fresh, cs.stop, cs.step
+        while i != stop:
+            node = walk[i]
+            i += step
+            nid = node.id
+            if nid in dead or ok.get(nid) is False:
+                continue
             if self._admit(cs, node):
+                cs.fresh = i
                 return node
+        cs.fresh = i
         seen = cs.seen
         pool = cs.pool
         versions = self.versions
@@ -242,38 +410,47 @@ class _Pass:
             if cs.cursor >= len(seen):
                 cs.cursor = 0
             node = seen[cs.cursor]
-            if node.id in pool:
+            nid = node.id
+            if nid in pool:
                 cs.cursor += 1
                 continue
-            if cs.ver[node.id] != versions.get(node.id, 0) and not self._recheck(cs, node):
+            if nid in dead:
+                self._drop(cs, node)
                 continue  # swapped out of `seen`; the cursor now points at another node
+            if cs.ver[nid] != versions.get(nid, 0) and not self._recheck(cs, node):
+                continue
             cs.cursor += 1
             return node
         return None
 
     def _admit(self, cs: _Class, node: NodeView) -> bool:
-        """First look at a node for a class: NODE filters once, then the CYCLE check."""
-        self.stats["node_checks"] += 1
-        task = cs.rep
-        cycle = self.cycle
-        for check in self.node_filters:
-            verdict = check(task, node, cycle)
-            if verdict.status is not _PASS:
-                self._record(cs, node, verdict)
-                return False
-        cs.pos[node.id] = len(cs.seen)
+        """A class's first look at a node: CLASS filters (once per group), then the CYCLE check."""
+        nid = node.id
+        ok = cs.ok.get(nid)
+        if ok is None:
+            self.n_class_checks += 1
+            task = cs.rep
+            cycle = self.cycle
+            ok = True
+            for check in self.class_filters:
+                if check(task, node, cycle).status is not _PASS:
+                    ok = False
+                    break
+            cs.ok[nid] = ok
+        if not ok:
+            return False
+        cs.pos[nid] = len(cs.seen)
         cs.seen.append(node)
         return self._recheck(cs, node)
 
     def _recheck(self, cs: _Class, node: NodeView) -> bool:
-        """CYCLE filters and cached scores for a node whose tallies changed (or are new)."""
-        self.stats["cycle_checks"] += 1
+        """CYCLE filters and cached scores for a node that is new to the class or has changed."""
+        self.n_cycle_checks += 1
         task = cs.rep
         cycle = self.cycle
         for check in self.cycle_filters:
-            verdict = check(task, node, cycle)
-            if verdict.status is not _PASS:
-                self._drop(cs, node, verdict)
+            if check(task, node, cycle).status is not _PASS:
+                self._drop(cs, node)
                 return False
         nid = node.id
         cs.ver[nid] = self.versions.get(nid, 0)
@@ -281,11 +458,12 @@ class _Pass:
         for score, weight in self.cached_scorers:
             value = score(task, node, cycle)
             total += weight * (0.0 if value < 0.0 else 100.0 if value > 100.0 else value)
-        self.stats["scores"] += 1
         cs.score[nid] = (total, -self.rank[nid])
         return True
 
-    def _drop(self, cs: _Class, node: NodeView, verdict: Verdict) -> None:
+    @staticmethod
+    def _drop(cs: _Class, node: NodeView) -> None:
+        """The node refused the class: it leaves the candidates and the round-robin for good."""
         cs.pool.pop(node.id, None)
         seen = cs.seen
         index = cs.pos.pop(node.id)
@@ -293,109 +471,135 @@ class _Pass:
         if last is not node:
             seen[index] = last
             cs.pos[last.id] = index
-        self._record(cs, node, verdict)
 
-    @staticmethod
-    def _record(cs: _Class, node: NodeView, verdict: Verdict) -> None:
-        key = verdict.key
-        cs.reasons[key] = cs.reasons.get(key, 0) + 1
-        if verdict.status is _NOT_NOW:
-            cs.not_now += 1
-            cs.later.append(node)
+    # -- TASK plugins (excluded nodes, topology): asked per task on the best candidates ----------
 
-    # -- volatile plugins (topology and the like): asked afresh for every decision ------------------
-
-    def _pick_volatile(
-        self, task: TaskRequest, cs: _Class
-    ) -> tuple[NodeView | None, dict[str, int] | None, bool]:
-        """(node, extra refusal counts, whether a volatile refusal was NOT_NOW)."""
-        if self._pick(cs) is None:
-            return None, None, False
-        node, _ = self._first_volatile(task, cs, list(cs.pool.values()), None)
+    def _pick_for_task(self, task: TaskRequest, cs: _Class) -> NodeView | None:
+        best = self._pick(cs)
+        if best is None:
+            return None
+        if not self.task_scorers and self._task_ok(task, best):
+            return best
+        node = self._first_ok(task, cs, list(cs.pool.values()))
         if node is not None:
-            return node, None, False
-        # Nobody among the candidates: ask every node, so the explanation covers them all.
-        while cs.fresh < len(self.nodes):
-            fresh = self.nodes[cs.fresh]
-            cs.fresh += 1
-            self._admit(cs, fresh)
-        for seen in [n for n in cs.seen if cs.ver[n.id] != self.versions.get(n.id, 0)]:
-            self._recheck(cs, seen)
-        extra: dict[str, int] = {}
-        node, later = self._first_volatile(task, cs, list(cs.seen), extra)
-        return node, (None if node is not None else extra), later
+            return node
+        # None of the candidates will do for this task: look at every node the class can use.
+        self._see_all(cs)
+        pool = cs.pool
+        others = [n for n in cs.seen if n.id not in pool]
+        return self._first_ok(task, cs, others)
 
-    def _first_volatile(
-        self, task: TaskRequest, cs: _Class, nodes: list[NodeView], extra: dict[str, int] | None
-    ) -> tuple[NodeView | None, bool]:
-        """The best of `nodes` by cached plus volatile score that passes the volatile filters;
-        counts refusals into `extra` when given."""
+    def _see_all(self, cs: _Class) -> None:
+        """Finish the class's walk and bring every seen node up to date."""
+        walk = self.walk
+        dead = self.dead
+        i, stop, step = cs.fresh, cs.stop, cs.step
+        while i != stop:
+            node = walk[i]
+            i += step
+            if node.id not in dead:
+                self._admit(cs, node)
+        cs.fresh = i
+        versions = self.versions
+        for node in [n for n in cs.seen if n.id in dead or cs.ver[n.id] != versions.get(n.id, 0)]:
+            if node.id in dead:
+                self._drop(cs, node)
+            else:
+                self._recheck(cs, node)
+
+    def _task_ok(self, task: TaskRequest, node: NodeView) -> bool:
         cycle = self.cycle
-        later = False
+        return all(check(task, node, cycle).status is _PASS for check in self.task_filters)
+
+    def _first_ok(self, task: TaskRequest, cs: _Class, nodes: list[NodeView]) -> NodeView | None:
+        """The best of `nodes` by cached plus TASK scores that the TASK filters accept."""
+        cycle = self.cycle
         ranked = []
         for node in nodes:
             total, tie = cs.score[node.id]
-            for score, weight in self.volatile_scorers:
+            for score, weight in self.task_scorers:
                 value = score(task, node, cycle)
                 total += weight * (0.0 if value < 0.0 else 100.0 if value > 100.0 else value)
             ranked.append(((total, tie), node))
         ranked.sort(key=lambda pair: pair[0], reverse=True)
         for _, node in ranked:
-            for check in self.volatile_filters:
-                verdict = check(task, node, cycle)
-                if verdict.status is not _PASS:
-                    if extra is not None:
-                        extra[verdict.key] = extra.get(verdict.key, 0) + 1
-                    later = later or verdict.status is _NOT_NOW
-                    break
-            else:
-                return node, later
-        return None, later
+            if self._task_ok(task, node):
+                return node
+        return None
 
     # -- explanation and preemption --------------------------------------------------------------
 
-    def _summary(self, cs: _Class, extra: dict[str, int] | None) -> Mapping[str, int]:
-        if extra is None:
-            if cs.summary is None:
-                cs.summary = MappingProxyType(dict(cs.reasons))
-            return cs.summary
-        merged = dict(cs.reasons)
-        for key, count in extra.items():
-            merged[key] = merged.get(key, 0) + count
-        return MappingProxyType(merged)
+    def _explain(
+        self, cs: _Class, task: TaskRequest | None
+    ) -> tuple[Mapping[str, int], list[NodeView], bool]:
+        """Why no node takes the class (or, with `task`, this task): every node counted once by
+        the first refusal; the NOT_NOW ones are where preemption may help."""
+        cycle = self.cycle
+        rep = cs.rep
+        shared = [*self.class_filters, *self.cycle_filters]
+        summary: dict[str, int] = {}
+        later: list[NodeView] = []
+        self.n_explained += len(self.shuffled)
+        for node in self.shuffled:
+            verdict = self.refused.get(node.id)
+            if verdict is None:
+                for check in shared:
+                    verdict = check(rep, node, cycle)
+                    if verdict.status is not _PASS:
+                        break
+                else:
+                    verdict = None
+                    if task is not None:
+                        for check in self.task_filters:
+                            verdict = check(task, node, cycle)
+                            if verdict.status is not _PASS:
+                                break
+                        else:
+                            verdict = None
+            key = _UNCHOSEN if verdict is None else verdict.key
+            summary[key] = summary.get(key, 0) + 1
+            if verdict is not None and verdict.status is _NOT_NOW:
+                later.append(node)
+        return MappingProxyType(summary), later, bool(later)
 
     def _preempt(
         self,
         task: TaskRequest,
         cs: _Class,
         summary: Mapping[str, int],
+        later: list[NodeView],
         preemptions: list[Preemption],
         unplaced: list[Unplaced],
     ) -> bool:
         profile = self.profile
-        if not profile.preemption or not cs.later:
+        if not profile.preemption or not later:
             return False
-        if cs.spent_at is not None and task.priority <= cs.spent_at:
+        class_level = later is cs.later
+        if class_level and cs.spent_at is not None and task.priority <= cs.spent_at:
             return False
         if self.min_victim is None:
             self.min_victim = min(
-                (t.priority for n in self.nodes for t in n.running if t.preemptible), default=None
+                (t.priority for n in self.shuffled for t in n.running if t.preemptible), default=None
             )
             if self.min_victim is None:
                 self.min_victim = task.priority  # nothing is preemptible in this view
         if task.priority <= self.min_victim:
             return False
-        self.stats["preemption_searches"] += 1
-        choice, cs.later = find_preemption(
-            task, cs.later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.k,
+        self.n_preemption_searches += 1
+        choice, kept = find_preemption(
+            task, later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.k,
             victim_filters=profile.victim_filters,
         )
+        if class_level:
+            cs.later = kept
         if choice is None:
-            cs.spent_at = task.priority
+            if class_level:
+                cs.spent_at = task.priority
             return False
         node = choice.node
         victims = tuple(v.task_id for v in choice.victims)
         self.cycle.reserve(task, node.id, choice.reserve, victims)
+        self._changed(node.id)
         for victim in choice.victims:
             preemptions.append(Preemption(
                 victim.task_id, node.id, task.task_id,
@@ -411,8 +615,6 @@ class _Pass:
         return True
 
     def _what_if(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> bool:
-        """Would the node take the task (CYCLE and VOLATILE filters) with the victims gone?"""
-        for check in (*self.cycle_filters, *self.volatile_filters):
-            if check(task, node, cycle).status is not _PASS:
-                return False
-        return True
+        """Would the node take the task (CYCLE and TASK filters) with the victims gone?"""
+        checks = (*self.cycle_filters, *self.task_filters)
+        return all(check(task, node, cycle).status is _PASS for check in checks)

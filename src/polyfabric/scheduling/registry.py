@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_FILTERS",
     "DEFAULT_GATES",
     "DEFAULT_SCORERS",
+    "NodeOrder",
     "Profile",
     "Registry",
     "WeightedScorer",
@@ -43,6 +45,20 @@ Spec = str | tuple[str, Mapping[str, Any]]
 """A plugin named alone, or with keyword options for its factory."""
 
 _KINDS = ("filter", "scorer", "gate", "victim_filter")
+
+
+class NodeOrder(StrEnum):
+    """The order in which a task class looks at nodes it has not seen yet. Scores still decide
+    among the candidates found; the order decides which candidates are found first.
+
+    BEST_FIT   least free first among nodes that can hold the request (pairs with binpack);
+    WORST_FIT  most free first (pairs with spread);
+    RANDOM     the pass's random order (Nomad's shuffled iteration).
+    """
+
+    BEST_FIT = "best_fit"
+    WORST_FIT = "worst_fit"
+    RANDOM = "random"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +78,7 @@ class Profile:
     gates: tuple[Gate, ...] = ()
     victim_filters: tuple[VictimFilter, ...] = ()
     preemption: bool = True
+    node_order: NodeOrder = NodeOrder.BEST_FIT
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "filters", tuple(self.filters))
@@ -74,8 +91,12 @@ class Profile:
             if len(set(names)) != len(names):
                 raise ValidationError(f"profile {self.name}: a {kind} is listed twice ({', '.join(names)})")
         for plugin in (*self.filters, *(w.scorer for w in self.scorers)):
-            if plugin.scope not in (Scope.NODE, Scope.CYCLE, Scope.VOLATILE):
+            if plugin.scope not in tuple(Scope):
                 raise ValidationError(f"profile {self.name}: plugin {plugin.name} has no valid scope")
+        for weighted in self.scorers:
+            if weighted.scorer.scope is Scope.NODE:
+                raise ValidationError(f"profile {self.name}: scorer {weighted.scorer.name} cannot be "
+                                      "NODE-scoped (a score is for a task); use CLASS")
         for weighted in self.scorers:
             if not weighted.weight > 0:
                 raise ValidationError(
@@ -135,6 +156,7 @@ class Registry:
         gates: Sequence[Spec] = DEFAULT_GATES,
         victim_filters: Sequence[Spec] = (),
         preemption: bool = True,
+        node_order: NodeOrder | str = NodeOrder.BEST_FIT,
     ) -> Profile:
         """Build a profile from plugin names (and options), in the order given."""
         pairs = list(scorers.items()) if isinstance(scorers, Mapping) else list(scorers)
@@ -145,6 +167,7 @@ class Registry:
             gates=tuple(self.make("gate", spec) for spec in gates),
             victim_filters=tuple(self.make("victim_filter", spec) for spec in victim_filters),
             preemption=preemption,
+            node_order=NodeOrder(node_order),
         )
 
     def _table(self, kind: str) -> dict[str, Callable[..., Any]]:
@@ -169,5 +192,6 @@ def builtin_registry() -> Registry:
 
 
 def default_profile() -> Profile:
-    """node_state → excluded → labels → max_tasks → capacity; binpack; concurrency; preemption on."""
+    """node_state → excluded → labels → max_tasks → capacity; binpack, best fit first;
+    concurrency gate; preemption on."""
     return builtin_registry().profile("default")

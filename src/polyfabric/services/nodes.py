@@ -245,7 +245,7 @@ class NodeService:
                 node = uow.nodes.get(node_id)
                 if node is None:
                     continue
-                uow.nodes.update(node.with_changes(conditions=conditions, health=self._health_of(node_id)))
+                uow.nodes.set_conditions(node_id, conditions, self._health_of(node_id))
                 if flipped:
                     entries.append(AuditEntry(
                         actor="system:health", action="node.condition", subject=f"node:{node_id}",

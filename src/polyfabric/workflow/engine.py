@@ -390,7 +390,10 @@ class WorkflowRun:
         self._activate_queue: deque[_Task] = deque()
         self._out: list[Command] = []
         self._now = 0.0
-        self._dirty: dict[str, None] = {}
+        # A new run's first `drain_changes()` holds every record; a restored run starts clean.
+        self._dirty: dict[str, None] = dict.fromkeys(
+            [t.name for t in self._order if t.foreach] + list(self._insts)
+        )
         self._deleted: dict[str, None] = {}
         self._compile_all()
 
@@ -560,20 +563,21 @@ class WorkflowRun:
                     run._load(inst, found[index])
                     task.items.append(inst)
                     run._insts[inst.key] = inst
-                rec = task_records.get(task.name)
-                task.status = S(rec.status) if rec is not None else S.WAITING
-                task.error = rec.error if rec is not None else None
+                own = task_records.get(task.name)
+                task.status = S(own.status) if own is not None else S.WAITING
+                task.error = own.error if own is not None else None
             else:
                 inst = task.items[0]
                 if task.name in task_records:
                     run._load(inst, task_records[task.name])
                 if inst.status in TERMINAL:
                     task.status = inst.status
-                elif inst.status in IN_FLIGHT or all(d.status in TERMINAL for d in task.deps):
+                elif inst.status in IN_FLIGHT or (run.started and all(d.status in TERMINAL for d in task.deps)):
                     task.status = S.RUNNING
                 else:
                     task.status = S.WAITING
             run._rebuild_task(task)
+        run._dirty.clear()
         return run
 
     def _load(self, inst: _Inst, rec: InstanceRecord) -> None:
@@ -779,10 +783,13 @@ class WorkflowRun:
             if bad is not None:
                 self._skip(task, f"dependency {bad.name!r} {bad.status} (trigger all_success)")
                 return
-        elif spec.trigger is TriggerRule.ONE_SUCCESS and task.deps:
-            if not any(d.status is S.SUCCEEDED for d in task.deps):
-                self._skip(task, "no dependency succeeded (trigger one_success)")
-                return
+        elif (
+            spec.trigger is TriggerRule.ONE_SUCCESS
+            and task.deps
+            and not any(d.status is S.SUCCEEDED for d in task.deps)
+        ):
+            self._skip(task, "no dependency succeeded (trigger one_success)")
+            return
         scope = Scope(self.params, self._views)
         if spec.when is not None:
             try:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -198,8 +198,14 @@ class Expressions:
     def __init__(self) -> None:
         self._compiled: dict[str, Expression] = {}
         self._templates: dict[str, Template | None] = {}
+        # One context per workflow: the extended library is registered once, and each evaluation
+        # hands over its variables through the resolver (cheaper than updating the context). The
+        # resolver cannot return null, so `item` = null falls through to a registered null.
+        self._variables: dict[str, Any] = {}
         self._context = cel.Context()
         add_stdlib_to_context(self._context)
+        self._context.add_variable("item", None)
+        self._context.set_variable_resolver(self._variables.get)
 
     def __len__(self) -> int:
         return len(self._compiled)
@@ -272,15 +278,14 @@ class Expressions:
             expression = self.compile(expression)
         if expression.path is not None:
             return self._resolve(expression, scope)
-        variables: dict[str, Any] = {"params": scope.params, "item": None}
+        variables = self._variables
+        variables["params"] = scope.params
         if expression.dynamic_tasks:
             variables["tasks"] = dict(scope.tasks)
         else:
             variables["tasks"] = {n: scope.tasks[n] for n in expression.tasks if n in scope.tasks}
-        if scope.item is not NO_ITEM:
-            variables["item"] = scope.item
+        variables["item"] = None if scope.item is NO_ITEM else scope.item
         try:
-            self._context.update(variables)
             return to_plain(expression.program.execute(self._context))
         except ExpressionError as exc:
             raise ExpressionError(f"{expression.source!r}: {exc.message}", expression.source) from None
@@ -398,6 +403,3 @@ class Expressions:
 
             return item
         return lambda scope: self._resolve(expression, scope)
-
-    def compile_all(self, sources: Iterable[str]) -> list[Expression]:
-        return [self.compile(s) for s in sources]

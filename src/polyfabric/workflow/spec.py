@@ -61,12 +61,14 @@ _FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)
 
 
 class WorkflowInvalid(ValidationError):
-    """A workflow file with problems; `problems` lists them, the message shows one per line."""
+    """A workflow file with problems; `problems` lists them, the message shows one per line
+    (a CEL syntax error continues on indented lines that point at the spot)."""
 
     def __init__(self, name: str | None, problems: list[str]) -> None:
         what = f"workflow {name!r}" if name else "the workflow"
         count = f"{len(problems)} problem" + ("s" if len(problems) != 1 else "")
-        super().__init__(f"{what} is invalid ({count}):\n" + "\n".join(f"  - {p}" for p in problems))
+        lines = ("  - " + p.replace("\n", "\n    ") for p in problems)  # a CEL error shows where
+        super().__init__(f"{what} is invalid ({count}):\n" + "\n".join(lines))
         self.problems = tuple(problems)
 
 
@@ -430,7 +432,7 @@ class _Parser:
         self, spec: TaskSpec, upstream: set[str], tasks: Mapping[str, Any], params: Mapping[str, Any]
     ) -> None:
         where = f"task {spec.name!r}: "
-        common = {"task": spec.name, "upstream": upstream, "tasks": tasks, "params": params}
+        common: dict[str, Any] = {"task": spec.name, "upstream": upstream, "tasks": tasks, "params": params}
         if spec.when is not None:
             self.check_expression(f"{where}when: ", spec.when, item_allowed=False, **common)
         if isinstance(spec.foreach, str):

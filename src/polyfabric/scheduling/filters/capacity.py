@@ -16,12 +16,19 @@ __all__ = ["DIMENSIONS", "CapacityFilter", "amount", "describe_shortfall"]
 DIMENSIONS = ("cpu", "memory", "disk", "gpu", "slots")
 """Resource dimensions in the order reasons name them (the names `Resources.shortfall` uses)."""
 
-_FIELDS = {"cpu": "cpu_millis", "memory": "memory_bytes", "disk": "disk_bytes", "gpu": "gpus",
-           "slots": "slots"}
+_EXHAUSTED = {dim: f"{dim} exhausted" for dim in DIMENSIONS}
 
 
 def amount(dimension: str, resources: Resources) -> int:
-    return getattr(resources, _FIELDS[dimension])  # type: ignore[no-any-return]
+    if dimension == "cpu":
+        return resources.cpu_millis
+    if dimension == "memory":
+        return resources.memory_bytes
+    if dimension == "disk":
+        return resources.disk_bytes
+    if dimension == "gpu":
+        return resources.gpus
+    return resources.slots
 
 
 def _show(dimension: str, value: int) -> str:
@@ -32,11 +39,14 @@ def _show(dimension: str, value: int) -> str:
     return str(value)
 
 
+def _unit(dimension: str, request: Resources) -> str:
+    return "slot" if dimension == "slots" and request.slots == 1 else dimension
+
+
 def describe_shortfall(dimension: str, request: Resources, free: Resources, capacity: Resources) -> str:
     """'needs 2 cpu, node has 1.5 free of 4'."""
-    unit = "slot" if dimension == "slots" and request.slots == 1 else dimension
     return (
-        f"needs {_show(dimension, amount(dimension, request))} {unit}, node has "
+        f"needs {_show(dimension, amount(dimension, request))} {_unit(dimension, request)}, node has "
         f"{_show(dimension, amount(dimension, free))} free of {_show(dimension, amount(dimension, capacity))}"
     )
 
@@ -46,6 +56,11 @@ class CapacityFilter:
 
     name = "capacity"
     scope = Scope.CYCLE
+    task_fields = ("resources",)
+
+    def requires(self, task: TaskRequest) -> Resources:
+        """Nodes whose free resources do not cover this are refused (the pipeline may skip them)."""
+        return task.resources
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         req = task.resources
@@ -62,11 +77,10 @@ class CapacityFilter:
         too_small = cap.shortfall(req)
         if too_small:
             dim = too_small[0]
-            unit = "slot" if dim == "slots" and req.slots == 1 else dim
             return Verdict(
                 Status.NEVER,
                 self.name,
-                f"needs {_show(dim, amount(dim, req))} {unit}, node {node.name} has only "
+                f"needs {_show(dim, amount(dim, req))} {_unit(dim, req)}, node {node.name} has only "
                 f"{_show(dim, amount(dim, cap))} in all",
                 f"{dim} capacity too small",
             )
@@ -74,6 +88,6 @@ class CapacityFilter:
         return Verdict(
             Status.NOT_NOW,
             self.name,
-            "; ".join(describe_shortfall(dim, req, free, cap) for dim in short),
-            f"{short[0]} exhausted",
+            summary=_EXHAUSTED[short[0]],
+            detail=lambda: "; ".join([describe_shortfall(dim, req, free, cap) for dim in short]),
         )

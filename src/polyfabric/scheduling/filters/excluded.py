@@ -9,10 +9,14 @@ __all__ = ["ExcludedFilter"]
 
 
 class ExcludedFilter:
-    """The task's `excluded_nodes` (filled by declines and failures) are off limits for it."""
+    """The task's `excluded_nodes` (filled by declines and failures) are off limits for it.
+
+    TASK-scoped: asked per task on its best candidates only, so tasks that differ just in their
+    exclusions still share every other answer with their class.
+    """
 
     name = "excluded"
-    scope = Scope.NODE
+    scope = Scope.TASK
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         if node.id not in task.excluded_nodes:

@@ -12,7 +12,8 @@ class LabelsFilter:
     """Every required label must match; the reason names the first one that does not."""
 
     name = "labels"
-    scope = Scope.NODE
+    scope = Scope.CLASS
+    task_fields = ("constraints",)
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         constraints = task.constraints

@@ -14,6 +14,7 @@ class MaxTasksFilter:
 
     name = "max_tasks"
     scope = Scope.CYCLE
+    task_fields = ()
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         cap = node.max_tasks if node.max_tasks is not None else cycle.limits.per_node
@@ -28,6 +29,6 @@ class MaxTasksFilter:
         return Verdict(
             Status.NOT_NOW,
             self.name,
-            f"node {node.name} runs {count} of at most {cap} tasks",
-            "task cap reached",
+            summary="task cap reached",
+            detail=lambda: f"node {node.name} runs {count} of at most {cap} tasks",
         )

@@ -15,27 +15,24 @@ from polyfabric.scheduling.view import NodeView, TaskRequest
 __all__ = ["BinPackScorer", "fullness"]
 
 
-def _term(free: int, want: int, capacity: int) -> float:
-    frac = (free - want) / capacity
-    if frac <= 0.0:
-        return 1.0
-    if frac >= 1.0:
-        return 10.0
-    return float(10.0**frac)
-
-
 def fullness(request: Resources, free: Resources, capacity: Resources) -> float:
     """0 (node would stay empty) … 100 (node would be full) after placing `request`."""
     total = 0.0
     dims = 0
-    if capacity.cpu_millis > 0:
-        total += _term(free.cpu_millis, request.cpu_millis, capacity.cpu_millis)
+    cap = capacity.cpu_millis
+    if cap > 0:
+        frac = (free.cpu_millis - request.cpu_millis) / cap
+        total += 1.0 if frac <= 0.0 else 10.0 if frac >= 1.0 else 10.0**frac
         dims += 1
-    if capacity.memory_bytes > 0:
-        total += _term(free.memory_bytes, request.memory_bytes, capacity.memory_bytes)
+    cap = capacity.memory_bytes
+    if cap > 0:
+        frac = (free.memory_bytes - request.memory_bytes) / cap
+        total += 1.0 if frac <= 0.0 else 10.0 if frac >= 1.0 else 10.0**frac
         dims += 1
-    if request.gpus and capacity.gpus > 0:
-        total += _term(free.gpus, request.gpus, capacity.gpus)
+    cap = capacity.gpus
+    if request.gpus and cap > 0:
+        frac = (free.gpus - request.gpus) / cap
+        total += 1.0 if frac <= 0.0 else 10.0 if frac >= 1.0 else 10.0**frac
         dims += 1
     if dims == 0:
         return 0.0
@@ -47,6 +44,7 @@ class BinPackScorer:
 
     name = "binpack"
     scope = Scope.CYCLE
+    task_fields = ("resources",)
 
     def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
         return fullness(task.resources, cycle.free(node.id), node.capacity)

@@ -16,6 +16,7 @@ __all__ = ["SpreadScorer"]
 class SpreadScorer:
     name = "spread"
     scope = Scope.CYCLE
+    task_fields = ("resources",)
 
     def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
         return 100.0 - fullness(task.resources, cycle.free(node.id), node.capacity)

@@ -109,6 +109,10 @@ class SqlNodeRepository:
     def set_facts(self, node_id: str, facts: dict[str, Any]) -> None:
         self._conn.execute(nodes.update().where(nodes.c.id == node_id).values(facts=facts))
 
+    def set_conditions(self, node_id: str, conditions: list[dict[str, Any]], health: list[dict[str, Any]]) -> None:
+        """Write observations only: never the lifecycle columns a concurrent transition may have changed."""
+        self._conn.execute(nodes.update().where(nodes.c.id == node_id).values(conditions=conditions, health=health))
+
     def down_times(self, node_id: str) -> list[float]:
         value = self._conn.execute(sa.select(nodes.c.down_times).where(nodes.c.id == node_id)).scalar()
         return list(value or [])

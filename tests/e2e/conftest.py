@@ -1,0 +1,253 @@
+"""End-to-end fixtures: one real coordinator per test module and backend, real agents, the real CLI.
+
+Every process is a `polyfabric` subprocess talking HTTP on loopback. `fabric` (module scope)
+starts the coordinator once per backend (SQLite, PostgreSQL) with short detector settings and
+stops it, and every agent a test started, when the module is done. Tests wait only by polling
+with a deadline (`wait_until`), never by sleeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from polyfabric.agent.identity import NodeIdentity, load_or_create
+from polyfabric.client import ApiClient
+from polyfabric.security import http_signatures
+from polyfabric.store.engine import create_engine
+from polyfabric.testing import AgentProcess, CoordinatorProcess, wait_until
+
+# The detector settings every e2e coordinator runs with (seconds). The check interval is what
+# `polyfabric server` derives from the heartbeat interval: min(0.5, heartbeat / 2).
+HEARTBEAT = 0.5
+UNREACHABLE = 1.5
+DOWN = 3.0
+CHECK = min(0.5, HEARTBEAT / 2)
+
+# What every test agent declares, so that capacity is the same on any machine.
+AGENT_CAPACITY = ["--cpu", "2", "--memory", "4Gi", "--disk", "20Gi", "--gpus", "0", "--slots", "4"]
+
+
+class Fabric:
+    """A coordinator, the agents started against it, and ways to talk to both."""
+
+    def __init__(self, coordinator: CoordinatorProcess, root: Path, backend: str) -> None:
+        self.coordinator = coordinator
+        self.root = root
+        self.backend = backend
+        self.agents: list[AgentProcess] = []
+        self._counter = itertools.count(1)
+        self._admin: ApiClient | None = None
+        self._engine: sa.Engine | None = None
+
+    # -- the coordinator's API ----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.coordinator.url
+
+    @property
+    def admin_token(self) -> str:
+        return self.coordinator.admin_token
+
+    @property
+    def admin(self) -> ApiClient:
+        """An ApiClient with the admin token, kept open for the module."""
+        if self._admin is None:
+            self._admin = self.coordinator.api()
+        return self._admin
+
+    def http(self, method: str, path: str, *, token: str | None = "admin", **kwargs: Any) -> httpx.Response:
+        """A raw request (no error mapping): `token=None` sends no Authorization header."""
+        headers = dict(kwargs.pop("headers", None) or {})
+        if token is not None:
+            headers["authorization"] = f"Bearer {self.admin_token if token == 'admin' else token}"
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+    def unique(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._counter)}"
+
+    def join_token(self, domain: str = "test", *, uses: int | None = None, ttl_s: float | None = None) -> dict:
+        """A new join token: the whole creation reply (`token`, `id`, ...)."""
+        return self.admin.post("/v1/tokens/join", {"domain": domain, "uses": uses, "ttl_s": ttl_s})
+
+    def api_token(self, role: str, domains: list[str], *, name: str | None = None,
+                  ttl_s: float | None = None) -> dict:
+        return self.admin.post("/v1/tokens/api", {"name": name or self.unique(role), "role": role,
+                                                  "domains": domains, "ttl_s": ttl_s})
+
+    def token_row(self, token_id: str) -> dict:
+        rows = [t for t in self.admin.get("/v1/tokens") if t["id"] == token_id]
+        assert len(rows) == 1, f"token {token_id} not listed exactly once: {rows}"
+        return rows[0]
+
+    def node(self, ref: str) -> dict:
+        return self.admin.get(f"/v1/nodes/{ref}")
+
+    def nodes(self) -> list[dict]:
+        return self.admin.get("/v1/nodes")
+
+    def audit(self, *, node: str | None = None, kind: str | None = None, **params: Any) -> list[dict]:
+        return self.admin.get("/v1/audit", node=node, kind=kind, limit=10000, **params)
+
+    def transitions(self, node_id: str) -> list[dict]:
+        return self.audit(node=node_id, kind="node.transition")
+
+    def audit_tip(self) -> int:
+        records = self.audit()
+        while len(records) == 10000:  # pragma: no cover - test chains are short
+            records = self.audit(after=records[-1]["seq"])
+        return records[-1]["seq"] if records else 0
+
+    # -- agents ---------------------------------------------------------------------------------
+
+    def agent(self, name: str | None = None, *, join_token: str | None = None, labels: str = "",
+              extra_args: list[str] | None = None, data_dir: Path | None = None,
+              start: bool = True) -> AgentProcess:
+        """An agent process (started unless `start=False`), stopped when the module ends.
+
+        `data_dir` reuses an earlier agent's directory: the same key, so the same node."""
+        name = name or self.unique("node")
+        proc = AgentProcess(self.url, data_dir or self.root / "agents" / name, name=name, join_token=join_token,
+                            labels=labels, extra_args=[*AGENT_CAPACITY, *(extra_args or [])])
+        self.agents.append(proc)
+        if start:
+            proc.start()
+        return proc
+
+    def wait_joined(self, agent: AgentProcess, timeout: float = 20.0) -> str:
+        """The node id of an agent, once it has registered (fails early if the agent exits)."""
+
+        def joined() -> str | None:
+            if not agent.alive():
+                raise AssertionError(f"agent {agent.name} exited with {agent.proc.returncode}:\n{agent.log()}")
+            return agent.node_id
+
+        return wait_until(joined, timeout=timeout, message=f"agent {agent.name} to register")
+
+    def wait_state(self, ref: str | AgentProcess, state: str, timeout: float = 20.0) -> dict:
+        """Poll until the node (id, name, or the agent's node) is in `state`; return it."""
+        agent = ref if isinstance(ref, AgentProcess) else None
+        node_ref = self.wait_joined(agent, timeout) if agent is not None else ref
+        seen: list[str] = []
+
+        def reached() -> dict | None:
+            node = self.node(node_ref)
+            if not seen or seen[-1] != node["state"]:
+                seen.append(node["state"])
+            return node if node["state"] == state else None
+
+        try:
+            return wait_until(reached, timeout=timeout, interval=0.05, message=f"node {node_ref} to be {state}")
+        except AssertionError as exc:
+            logs = f"\nagent log:\n{agent.log()[-3000:]}" if agent is not None else ""
+            raise AssertionError(f"{exc}; states seen: {seen}{logs}") from None
+
+    # -- the CLI --------------------------------------------------------------------------------
+
+    def cli(self, *args: str, token: str | None = "admin", url: str | None = "fabric",
+            timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Run `python -m polyfabric ARGS` with POLYFABRIC_URL / POLYFABRIC_TOKEN in its environment
+        (and no client config file to fall back on)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("POLYFABRIC_")}
+        env["POLYFABRIC_CONFIG"] = str(self.root / "no-client-config.json")
+        if url is not None:
+            env["POLYFABRIC_URL"] = self.url if url == "fabric" else url
+        if token is not None:
+            env["POLYFABRIC_TOKEN"] = self.admin_token if token == "admin" else token
+        return subprocess.run([sys.executable, "-m", "polyfabric", *args], env=env, cwd=self.root,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+
+    def cli_json(self, *args: str, token: str | None = "admin") -> Any:
+        result = self.cli(*args, "--json", token=token)
+        assert result.returncode == 0, f"polyfabric {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout)
+
+    # -- the database, directly -----------------------------------------------------------------
+
+    @property
+    def engine(self) -> sa.Engine:
+        """An engine on the coordinator's own database (for tampering with it)."""
+        if self._engine is None:
+            self._engine = create_engine(self.coordinator.db_url, pool_size=1)
+        return self._engine
+
+    def close(self) -> None:
+        for agent in self.agents:
+            agent.stop()
+        if self._admin is not None:
+            self._admin.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def fabric(module_backend: str, module_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
+    root = tmp_path_factory.mktemp(f"fabric-{module_backend}")
+    coordinator = CoordinatorProcess(root / "coordinator", module_db_url, heartbeat_interval=HEARTBEAT,
+                                     unreachable_after=UNREACHABLE, down_after=DOWN)
+    coordinator.start()
+    fab = Fabric(coordinator, root, module_backend)
+    try:
+        yield fab
+    finally:
+        fab.close()
+        coordinator.stop()
+
+
+# -- signed agent requests, built by hand --------------------------------------------------------
+
+
+def new_identity(directory: Path) -> NodeIdentity:
+    """A fresh node key (as an agent would make on first start)."""
+    return load_or_create(directory)
+
+
+def signed_post(url: str, path: str, payload: dict | bytes, *, key: NodeIdentity,
+                key_id: str | None = None, now: float | None = None) -> httpx.Response:
+    """POST an agent request signed with `key` (as `key_id`, default the key's own node id)."""
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    headers = {"content-type": "application/json"}
+    headers.update(http_signatures.sign_request(
+        method="POST", url=url + path, headers=headers, body=body, private_key=key.private_key,
+        key_id=key_id or key.node_id, now=time.time() if now is None else now,
+    ))
+    return httpx.post(url + path, content=body, headers=headers, timeout=30)
+
+
+def declaration(name: str, labels: dict[str, str] | None = None, **changes: Any) -> dict[str, Any]:
+    """A node declaration as an agent sends it at registration."""
+    decl: dict[str, Any] = {
+        "name": name, "labels": labels or {}, "agent_version": "test",
+        "capacity": {"cpu_millis": 1000, "memory_bytes": 1 << 30, "disk_bytes": 1 << 30, "gpus": 0, "slots": 1},
+    }
+    decl.update(changes)
+    return decl
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def signed() -> Any:
+    """Helpers for hand-made agent requests: `signed.post`, `signed.identity`, `signed.declaration`."""
+
+    class Helpers:
+        post = staticmethod(signed_post)
+        identity = staticmethod(new_identity)
+        declaration = staticmethod(declaration)
+
+    return Helpers
