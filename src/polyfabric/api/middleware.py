@@ -40,25 +40,28 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+        length = next((value for name, value in scope.get("headers", []) if name == b"content-length"), None)
+        if length is not None:  # the server holds the body to its declared length
+            if length.isdigit() and int(length) > self.limit:
                 await self._refuse(send)
                 return
+            await self.app(scope, receive, send)
+            return
+        # No length (chunked): read the body up to the limit before the app sees any of it, so an
+        # oversized one is a 413 here rather than a failure somewhere inside the app's body parsing.
+        messages: list[Message] = []
         received = 0
+        while not messages or (messages[-1]["type"] == "http.request" and messages[-1].get("more_body")):
+            messages.append(await receive())
+            received += len(messages[-1].get("body", b""))
+            if received > self.limit:
+                await self._refuse(send)
+                return
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise _TooLarge
-            return message
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
 
-        try:
-            await self.app(scope, limited_receive, send)
-        except _TooLarge:
-            await self._refuse(send)
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         body = orjson.dumps({"error": {"code": "too_large",
@@ -66,7 +69,3 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass

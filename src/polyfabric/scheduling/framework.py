@@ -222,6 +222,7 @@ class CycleState:
     __slots__ = (
         "_free",
         "_nodes",
+        "_placed",
         "_tasks",
         "_version",
         "by_domain",
@@ -240,6 +241,7 @@ class CycleState:
         self._nodes = {node.id: node for node in view.nodes}
         self._free: dict[str, Resources] = {}
         self._tasks: dict[str, int] = dict(view.usage.by_node)
+        self._placed: dict[str, list[TaskRequest]] = {}
         self._version: dict[str, int] = {}
         self.total = view.usage.total
         self.by_domain: dict[str, int] = dict(view.usage.by_domain)
@@ -266,6 +268,10 @@ class CycleState:
     def task_count(self, node_id: str) -> int:
         """Tasks running on the node plus tasks this plan placed there."""
         return self._tasks.get(node_id, 0)
+
+    def placed_on(self, node_id: str) -> tuple[TaskRequest, ...]:
+        """The tasks this plan placed on the node so far (topology plugins read these)."""
+        return tuple(self._placed.get(node_id, ()))
 
     def task_cap(self, node: NodeView) -> int | None:
         """The most tasks the node may run at once (its own cap, else the per-node default)."""
@@ -298,6 +304,11 @@ class CycleState:
         self._free[node_id] = self.free(node_id) - task.resources
         self._tasks[node_id] = self._tasks.get(node_id, 0) + 1
         self._version[node_id] = self._version.get(node_id, 0) + 1
+        placed = self._placed.get(node_id)
+        if placed is None:
+            self._placed[node_id] = [task]
+        else:
+            placed.append(task)
         self.count(task)
 
     def reserve(
