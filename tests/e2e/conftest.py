@@ -241,7 +241,7 @@ def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def signed() -> Any:
     """Helpers for hand-made agent requests: `signed.post`, `signed.identity`, `signed.declaration`."""
 

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from polyfabric import __version__
 from polyfabric.api.errors import install_error_handlers
 from polyfabric.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from polyfabric.api.routes import agent, audit, meta, nodes, tokens
+from polyfabric.api.notify import Notifier
+from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
 from polyfabric.services.container import Services
 
 __all__ = ["create_app"]
@@ -27,8 +28,10 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
         redoc_url=None,
     )
     app.state.services = services
+    app.state.notifier = Notifier()
+    services.runtime.set_notifier(app.state.notifier.notify)
     install_error_handlers(app)
-    for module in (meta, tokens, nodes, audit, agent):
+    for module in (meta, tokens, nodes, audit, jobs, agent):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(RequestIdMiddleware)

@@ -9,7 +9,11 @@ import click
 
 from polyfabric import __version__
 from polyfabric.cli.audit import audit
+from polyfabric.cli.jobs import job
 from polyfabric.cli.nodes import node
+from polyfabric.cli.run import run
+from polyfabric.cli.semaphores import semaphore
+from polyfabric.cli.tasks import task
 from polyfabric.cli.tokens import domain, token
 from polyfabric.cli.up import up
 
@@ -120,6 +124,10 @@ cli.add_command(token)
 cli.add_command(domain)
 cli.add_command(node)
 cli.add_command(audit)
+cli.add_command(run)
+cli.add_command(job)
+cli.add_command(task)
+cli.add_command(semaphore)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ stalled coordinator must not declare a healthy fabric dead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from polyfabric.domain.conditions import compute_conditions, count_flaps
@@ -32,9 +33,11 @@ class HealthPass:
 class NodeHealthController:
     name = "node-health"
 
-    def __init__(self, ctx: ServiceContext, nodes: NodeService) -> None:
+    def __init__(self, ctx: ServiceContext, nodes: NodeService,
+                 on_down: Callable[[str, str], object] | None = None) -> None:
         self._ctx = ctx
         self._nodes = nodes
+        self._on_down = on_down
         self.period = ctx.detector.check_interval
         self._last_pass: float | None = None
 
@@ -62,6 +65,8 @@ class NodeHealthController:
                     if self._nodes.mark_down(entry.node_id, age) is not None:
                         marked.append(entry.node_id)
                         log.info("node %s is Down: silent for %.1fs", entry.node_id, age)
+                        if self._on_down is not None:
+                            self._on_down(entry.node_id, f"node went Down after {age:.1f}s of silence")
                 except Exception:
                     log.exception("could not mark node %s Down", entry.node_id)
             conditions = [c.to_dict() for c in compute_conditions(

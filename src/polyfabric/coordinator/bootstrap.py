@@ -15,6 +15,7 @@ from polyfabric.controllers.audit_signer import AuditHeadSigner
 from polyfabric.controllers.liveness_flush import LivenessFlusher
 from polyfabric.controllers.node_health import NodeHealthController
 from polyfabric.controllers.runtime import LoopRunner
+from polyfabric.controllers.scheduler import SchedulerController
 from polyfabric.coordinator.settings import CoordinatorSettings
 from polyfabric.security.keys import b64e, generate_private_key, load_private_key, public_key_raw, save_private_key
 from polyfabric.security.signing import sign_bytes
@@ -78,8 +79,10 @@ def build(settings: CoordinatorSettings) -> Coordinator:
     if issued is not None:
         _write_secret(settings.admin_token_path, issued.token)
     services.nodes.load_liveness()
+    services.runtime.load()
     loops = LoopRunner([
-        NodeHealthController(ctx, services.nodes),
+        NodeHealthController(ctx, services.nodes, on_down=services.runtime.node_lost),
+        SchedulerController(services.runtime),
         LivenessFlusher(services.nodes, settings.liveness_flush_s),
         AuditHeadSigner(services.audit, settings.audit_sign_s),
     ])

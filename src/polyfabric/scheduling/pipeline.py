@@ -96,6 +96,7 @@ class _Class:
         "cursor",
         "exhausted",
         "fresh",
+        "gone",
         "later",
         "not_now",
         "ok",
@@ -114,7 +115,8 @@ class _Class:
 
     def __init__(self, rep: TaskRequest, fresh: int, stop: int, step: int) -> None:
         self.rep = rep  # any member: CLASS and CYCLE plugins answer the same for all of them
-        self.ok: dict[str, bool] = {}  # node id -> CLASS verdict, shared with the class's group
+        self.ok: dict[str, Verdict | bool] = {}  # node id -> True or the CLASS refusal (group-wide)
+        self.gone: set[str] = set()  # nodes that refused the class since (CYCLE): never asked again
         self.fresh, self.stop, self.step = fresh, stop, step  # the walk over never-seen nodes
         self.seen: list[NodeView] = []  # passed the CLASS filters and has not been refused since
         self.pos: dict[str, int] = {}  # node id -> index in `seen`
@@ -146,6 +148,9 @@ class _Pass:
         self.shuffled = shuffled
         self.rank = {node.id: i for i, node in enumerate(shuffled)}
         self.k = k if k is not None else default_candidates(len(shuffled))
+        # Preemption is rarer and its choice matters more: it compares more nodes (kube samples
+        # nodes for victims the same way, with a floor of 100).
+        self.preemption_nodes = max(4 * self.k, 32)
         self.cycle = cycle = CycleState(view)
         self.versions = cycle._version
         self.gates = [gate.admit for gate in profile.gates]
@@ -178,7 +183,9 @@ class _Pass:
         for flt in by_scope[Scope.CLASS]:
             group_fields.update(getattr(flt, "task_fields", DEFAULT_TASK_FIELDS))
         self.group_key = class_key_function(group_fields)
-        self.groups: dict[Hashable, dict[str, bool]] = {}
+        self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
+        self.nominators = [w.scorer.nominate for w in profile.scorers
+                           if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))]
         self.watchers: dict[str, set[_Class]] = {}  # node id -> classes holding it as a candidate
         self.hints: list[Callable[[TaskRequest], Resources]] = [
             f.requires for f in keyed[: len(by_scope[Scope.CLASS]) + len(by_scope[Scope.CYCLE])]
@@ -390,12 +397,17 @@ class _Pass:
         walk = self.walk
         dead = self.dead
         ok = cs.ok
+        pos = cs.pos
+        gone = cs.gone
         i, stop, step = cs.fresh, cs.stop, cs.step
         while i != stop:
             node = walk[i]
             i += step
             nid = node.id
-            if nid in dead or ok.get(nid) is False:
+            if nid in dead or nid in pos or nid in gone:
+                continue
+            known = ok.get(nid)
+            if known is not None and known is not True:
                 continue
             if self._admit(cs, node):
                 cs.fresh = i
@@ -433,11 +445,12 @@ class _Pass:
             cycle = self.cycle
             ok = True
             for check in self.class_filters:
-                if check(task, node, cycle).status is not _PASS:
-                    ok = False
+                verdict = check(task, node, cycle)
+                if verdict.status is not _PASS:
+                    ok = verdict
                     break
             cs.ok[nid] = ok
-        if not ok:
+        if ok is not True:
             return False
         cs.pos[nid] = len(cs.seen)
         cs.seen.append(node)
@@ -464,6 +477,7 @@ class _Pass:
     @staticmethod
     def _drop(cs: _Class, node: NodeView) -> None:
         """The node refused the class: it leaves the candidates and the round-robin for good."""
+        cs.gone.add(node.id)
         cs.pool.pop(node.id, None)
         seen = cs.seen
         index = cs.pos.pop(node.id)
@@ -480,7 +494,10 @@ class _Pass:
             return None
         if not self.task_scorers and self._task_ok(task, best):
             return best
-        node = self._first_ok(task, cs, list(cs.pool.values()))
+        candidates = list(cs.pool.values())
+        if self.nominators:
+            candidates += self._nominated(task, cs)
+        node = self._first_ok(task, cs, candidates)
         if node is not None:
             return node
         # None of the candidates will do for this task: look at every node the class can use.
@@ -506,6 +523,24 @@ class _Pass:
                 self._drop(cs, node)
             else:
                 self._recheck(cs, node)
+
+    def _nominated(self, task: TaskRequest, cs: _Class) -> list[NodeView]:
+        """Nodes TASK scorers ask to be considered (where a workflow's other tasks run, say),
+        beyond the class's candidates, if they can take the class."""
+        out: list[NodeView] = []
+        view = self.view
+        pool = cs.pool
+        for nominate in self.nominators:
+            for nid in nominate(task, self.cycle):
+                if nid in pool or nid not in view or nid in self.refused or nid in self.dead or nid in cs.gone:
+                    continue
+                node = view.node(nid)
+                if nid in cs.pos:
+                    if cs.ver[nid] == self.versions.get(nid, 0) or self._recheck(cs, node):
+                        out.append(node)
+                elif self._admit(cs, node):
+                    out.append(node)
+        return out
 
     def _task_ok(self, task: TaskRequest, node: NodeView) -> bool:
         cycle = self.cycle
@@ -543,7 +578,12 @@ class _Pass:
         for node in self.shuffled:
             verdict = self.refused.get(node.id)
             if verdict is None:
-                for check in shared:
+                known = cs.ok.get(node.id)
+                checks = shared if known is None else self.cycle_filters
+                if known is not None and known is not True:
+                    verdict = known
+                    checks = []
+                for check in checks:
                     verdict = check(rep, node, cycle)
                     if verdict.status is not _PASS:
                         break
@@ -587,7 +627,7 @@ class _Pass:
             return False
         self.n_preemption_searches += 1
         choice, kept = find_preemption(
-            task, later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.k,
+            task, later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.preemption_nodes,
             victim_filters=profile.victim_filters,
         )
         if class_level:

@@ -3,13 +3,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from polyfabric.schemas.base import Request, Response
 
-__all__ = ["HeartbeatIn", "HeartbeatOut", "HelloIn", "NodeDeclaration", "RegisterIn", "RegisterOut"]
+__all__ = [
+    "AttemptRef",
+    "HeartbeatIn",
+    "HeartbeatOut",
+    "HelloIn",
+    "LeaseIn",
+    "LogChunk",
+    "NodeDeclaration",
+    "RegisterIn",
+    "RegisterOut",
+    "ReportEvent",
+    "ReportIn",
+]
 
 
 class NodeDeclaration(Request):
@@ -47,3 +59,39 @@ class HeartbeatIn(Request):
 class HeartbeatOut(Response):
     state: str
     heartbeat_interval_s: float
+
+
+class LeaseIn(Request):
+    wait_s: float = Field(default=10.0, ge=0, le=30)
+    free_slots: int | None = Field(default=None, ge=0)
+
+
+class AttemptRef(Request):
+    task_id: str = Field(max_length=64)
+    attempt: int = Field(ge=0)
+
+
+class ReportEvent(Request):
+    type: Literal["started", "finished", "cancelled", "rejected"]
+    task_id: str = Field(max_length=64)
+    attempt: int = Field(ge=0)
+    at: float | None = None
+    status: Literal["succeeded", "failed"] | None = None
+    result: Any = None
+    error: str | None = Field(default=None, max_length=20000)
+    exit_code: int | None = None
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class LogChunk(Request):
+    task_id: str = Field(max_length=64)
+    attempt: int = Field(ge=0)
+    stream: Literal["stdout", "stderr"]
+    offset: int = Field(ge=0)
+    data: str
+
+
+class ReportIn(Request):
+    events: list[ReportEvent] = Field(default_factory=list, max_length=5000)
+    logs: list[LogChunk] = Field(default_factory=list, max_length=5000)
+    running: list[AttemptRef] = Field(default_factory=list, max_length=5000)

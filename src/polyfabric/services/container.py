@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from polyfabric.services.audit import AuditService
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.domains import DomainService
+from polyfabric.services.jobs import JobService
 from polyfabric.services.nodes import NodeService
+from polyfabric.services.runtime import JobRuntime
 from polyfabric.services.tokens import TokenService
 
 __all__ = ["Services"]
@@ -21,9 +23,12 @@ class Services:
     domains: DomainService
     nodes: NodeService
     audit: AuditService
+    runtime: JobRuntime
+    jobs: JobService
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
         tokens = TokenService(ctx)
+        runtime = JobRuntime(ctx)
         return cls(ctx=ctx, tokens=tokens, domains=DomainService(ctx), nodes=NodeService(ctx, tokens),
-                   audit=AuditService(ctx))
+                   audit=AuditService(ctx), runtime=runtime, jobs=JobService(ctx, runtime))

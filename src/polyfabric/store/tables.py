@@ -10,6 +10,13 @@ import sqlalchemy as sa
 
 __all__ = [
     "api_tokens",
+    "job_events",
+    "jobs",
+    "limits",
+    "semaphores",
+    "task_attempts",
+    "task_logs",
+    "tasks",
     "audit_heads",
     "audit_records",
     "audit_tip",
@@ -135,4 +142,115 @@ coordinator_keys = sa.Table(
     sa.Column("key_id", sa.String(64), primary_key=True),
     sa.Column("public_key", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+# -- jobs (workflow runs) and their tasks --------------------------------------------------------
+
+_BIGINT = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("seq", _BIGINT, nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False, index=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("flags", sa.JSON, nullable=False),
+    sa.Column("submitted_by", sa.String(200), nullable=False),
+    sa.Column("submitted_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("key", sa.String(200), nullable=False),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("item_index", sa.Integer, nullable=True),
+    sa.Column("is_group", sa.Boolean, nullable=False, default=False),
+    sa.Column("item", sa.JSON, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("preemptions", sa.Integer, nullable=False),
+    sa.Column("not_before", sa.Float, nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("queue_seq", _BIGINT, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=True),
+    sa.Column("node_id", sa.String(32), nullable=True, index=True),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.UniqueConstraint("job_id", "key"),
+)
+
+task_attempts = sa.Table(
+    "task_attempts",
+    metadata,
+    sa.Column("task_id", sa.String(32), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("node_id", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("leased_at", sa.Float, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=True),
+    sa.Column("finished_at", sa.Float, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("preempted_by", sa.String(32), nullable=True),
+)
+
+task_logs = sa.Table(
+    "task_logs",
+    metadata,
+    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(32), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("stream", sa.String(8), nullable=False),
+    sa.Column("offset", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.UniqueConstraint("task_id", "attempt", "stream", "offset"),
+)
+
+job_events = sa.Table(
+    "job_events",
+    metadata,
+    sa.Column("seq", _BIGINT, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("task_id", sa.String(32), nullable=True),
+    sa.Column("key", sa.String(200), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("node_id", sa.String(32), nullable=True),
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+semaphores = sa.Table(
+    "semaphores",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+limits = sa.Table(
+    "limits",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("global_max", sa.Integer, nullable=True),
+    sa.Column("per_domain", sa.JSON, nullable=False),
+    sa.Column("per_node", sa.Integer, nullable=True),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )

@@ -7,6 +7,7 @@ from sqlalchemy.engine import Connection, Engine
 from polyfabric.store.engine import create_engine
 from polyfabric.store.repositories.audit import SqlAuditRepository
 from polyfabric.store.repositories.domains import SqlDomainRepository
+from polyfabric.store.repositories.jobs import SqlJobRepository
 from polyfabric.store.repositories.nodes import SqlNodeRepository
 from polyfabric.store.repositories.tokens import SqlTokenRepository
 
@@ -31,6 +32,7 @@ class SqlUnitOfWork:
         self.tokens = SqlTokenRepository(conn)
         self.nodes = SqlNodeRepository(conn)
         self.audit = SqlAuditRepository(conn)
+        self.jobs = SqlJobRepository(conn)
         return self
 
     def commit(self) -> None:

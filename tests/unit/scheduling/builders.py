@@ -23,7 +23,7 @@ GI = 2**30
 
 def res(cpu: float = 0, mem_gi: float = 0, *, gpus: int = 0, slots: int = 1, disk_gi: float = 0) -> Resources:
     """Resources in the units people think in: cores and GiB."""
-    return Resources(int(round(cpu * 1000)), int(mem_gi * GI), int(disk_gi * GI), gpus, slots)
+    return Resources(round(cpu * 1000), int(mem_gi * GI), int(disk_gi * GI), gpus, slots)
 
 
 def node(
@@ -137,13 +137,18 @@ def clusters(draw: Any, *, max_nodes: int = 6, limits: bool = True) -> ClusterVi
             draw(st.sampled_from([None, None, 1, 2, 3])),
         ))
     if limits:
-        optional = st.one_of(st.none(), st.integers(0, 6))
+        def sometimes(low: int, high: int) -> Any:
+            return st.one_of(st.none(), st.none(), st.integers(low, high))
+
+        def caps(keys: list[str], low: int, high: int) -> Any:
+            return st.dictionaries(st.sampled_from(keys), st.integers(low, high), max_size=len(keys))
+
         lim = ConcurrencyLimits(
-            global_max=draw(optional),
-            per_domain=draw(st.dictionaries(st.sampled_from(["acme", "globex"]), st.integers(0, 5), max_size=2)),
-            per_node=draw(st.one_of(st.none(), st.integers(0, 4))),
-            per_workflow=draw(st.dictionaries(st.sampled_from(["wa", "wb", "wc"]), st.integers(0, 4), max_size=3)),
-            semaphores=draw(st.dictionaries(st.sampled_from(["sem-a", "sem-b"]), st.integers(0, 3), max_size=2)),
+            global_max=draw(sometimes(0, 12)),
+            per_domain=draw(caps(["acme", "globex"], 0, 8)),
+            per_node=draw(sometimes(0, 4)),
+            per_workflow=draw(caps(["wa", "wb", "wc"], 0, 6)),
+            semaphores=draw(caps(["sem-a", "sem-b"], 0, 4)),
         )
     else:
         lim = ConcurrencyLimits()

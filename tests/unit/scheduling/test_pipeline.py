@@ -89,7 +89,7 @@ def test_spread_profile_spreads() -> None:
 def test_explanation_is_exact() -> None:
     nodes = [node(f"c{i}", state=NodeState.CORDONED) for i in range(3)]
     nodes += [node(f"f{i}", cpu=4, running=[running(f"r{i}", f"f{i}", resources=res(3, 1))]) for i in range(2)]
-    nodes += [node("small", cpu=1), node("eu", labels={"zone": "eu"})]
+    nodes += [node("small", cpu=1), node("eu", cpu=2, labels={"zone": "eu"})]
     plan = _plan(view(*nodes), [task("t", resources=res(2, 1), constraints={"zone": "eu"}),
                                 task("u", resources=res(2, 1), seq=1)])
     assert _where(plan) == {"t": "eu"}
@@ -174,10 +174,10 @@ def test_tasks_of_a_class_share_work() -> None:
 def test_a_full_cluster_is_not_walked_per_task() -> None:
     nodes = [node(f"n{i}", cpu=2, slots=2, running=[running(f"r{i}", f"n{i}", resources=res(2, 1))])
              for i in range(500)]
-    plan = _plan(view(*nodes, node("free", cpu=64, slots=64)), [task(f"t{i}", seq=i) for i in range(100)])
+    plan = _plan(view(*nodes, node("free", cpu=64, mem_gi=128, slots=64)), [task(f"t{i}", seq=i) for i in range(100)])
     assert len(plan.placements) == 64
     assert plan.stats["class_checks"] + plan.stats["cycle_checks"] < 400
-    assert plan.unplaced[0].reason_summary["slots exhausted"] == 501
+    assert dict(plan.unplaced[0].reason_summary) == {"cpu exhausted": 501}
 
 
 def test_validation() -> None:
@@ -199,6 +199,9 @@ class _Affinity:
 
     def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
         return 100.0 if node.labels.get("wf") == task.workflow_id else 0.0
+
+    def nominate(self, task: TaskRequest, cycle: CycleState) -> list[str]:
+        return [n.id for n in cycle.view.nodes if n.labels.get("wf") == task.workflow_id]
 
 
 class _OnePerZone:

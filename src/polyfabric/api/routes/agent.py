@@ -3,6 +3,9 @@ the key it registers (the signature must verify under the key in the body)."""
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError as PydanticError
@@ -12,7 +15,16 @@ from polyfabric.api.auth import SignedCall, signed_call, signed_url
 from polyfabric.domain.errors import NotAuthenticated, ValidationError
 from polyfabric.domain.ids import node_id_from_public_key
 from polyfabric.domain.resources import Resources
-from polyfabric.schemas.agent import HeartbeatIn, HeartbeatOut, HelloIn, NodeDeclaration, RegisterIn, RegisterOut
+from polyfabric.schemas.agent import (
+    HeartbeatIn,
+    HeartbeatOut,
+    HelloIn,
+    LeaseIn,
+    NodeDeclaration,
+    RegisterIn,
+    RegisterOut,
+    ReportIn,
+)
 from polyfabric.security.http_signatures import key_id_from_headers, verify_request
 from polyfabric.security.keys import b64d
 from polyfabric.services.nodes import Registration
@@ -91,3 +103,33 @@ async def heartbeat(request: Request, call: SignedCall = Depends(signed_call)) -
     if services.nodes.needs_settle(entry):
         state = (await run_in_threadpool(services.nodes.settle, call.node_id)).state
     return HeartbeatOut(state=state.value, heartbeat_interval_s=services.ctx.detector.heartbeat_interval)
+
+
+@router.post("/lease")
+async def lease(request: Request, call: SignedCall = Depends(signed_call)) -> dict[str, Any]:
+    """Long-poll for work: answers at once when this node has leases or cancels, else waits."""
+    services = request.app.state.services
+    notifier = request.app.state.notifier
+    payload: LeaseIn = _parse(LeaseIn, call.body)
+    key = f"node:{call.node_id}"
+    deadline = time.monotonic() + min(payload.wait_s, 30.0)
+    while True:
+        seen = notifier.version(key)
+        leases, cancels = services.runtime.leases_for(call.node_id)
+        remaining = deadline - time.monotonic()
+        if leases or cancels or remaining <= 0 or await request.is_disconnected():
+            return {"leases": leases, "cancel": cancels}
+        await notifier.wait(key, seen, min(remaining, 5.0))
+
+
+@router.post("/report")
+async def report(request: Request, call: SignedCall = Depends(signed_call)) -> dict[str, Any]:
+    """What happened on this node: started, finished, cancelled, rejected attempts and log chunks."""
+    services = request.app.state.services
+    payload: ReportIn = _parse(ReportIn, call.body)
+    answer = await run_in_threadpool(
+        services.runtime.report, call.node_id, [e.model_dump() for e in payload.events],
+        [c.model_dump() for c in payload.logs], [r.model_dump() for r in payload.running])
+    if answer["accepted"]:
+        services.runtime.wake.set()
+    return answer

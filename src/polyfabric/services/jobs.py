@@ -1,0 +1,122 @@
+"""Reading jobs and tasks: lists, details, results, change events and logs.
+
+Writes (submit, interventions, reports, scheduling) live in the job runtime; these are the reads
+clients make, each checked against the caller's role and domains.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from polyfabric.domain.access import Principal, authorize
+from polyfabric.domain.errors import NotFound, ValidationError
+from polyfabric.domain.jobs import WorkflowState
+from polyfabric.domain.task_states import TERMINAL
+from polyfabric.services.context import ServiceContext
+from polyfabric.services.runtime import JobRuntime, job_out
+
+__all__ = ["JobService"]
+
+_TERMINAL = {s.value for s in TERMINAL}
+_JOB_STATES = {s.value for s in WorkflowState} | {"paused"}
+
+
+class JobService:
+    def __init__(self, ctx: ServiceContext, runtime: JobRuntime) -> None:
+        self._ctx = ctx
+        self.runtime = runtime
+
+    def _job(self, uow: Any, principal: Principal, job_id: str) -> dict[str, Any]:
+        row = uow.jobs.get_job(job_id)
+        if row is None:
+            raise NotFound(f"no job {job_id!r}")
+        authorize(principal, "job.read", row["domain"])
+        return row
+
+    def list(self, principal: Principal, *, status: str | None, domain: str | None, before: str | None,
+             limit: int) -> list[dict[str, Any]]:
+        authorize(principal, "job.read", domain)
+        if status is not None and status not in _JOB_STATES:
+            raise ValidationError(f"unknown job status {status!r}; statuses: {', '.join(sorted(_JOB_STATES))}")
+        scope = None if "*" in principal.domains else principal.domains
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            before_seq = None
+            if before:
+                anchor = uow.jobs.get_job(before)
+                if anchor is None:
+                    raise NotFound(f"no job {before!r} to page from")
+                before_seq = anchor["seq"]
+            rows = uow.jobs.list_jobs(status=status, domain=domain, domains=scope, before_seq=before_seq,
+                                      limit=limit)
+            return [job_out(r, uow.jobs.counts(r["id"])) for r in rows]
+
+    def get(self, principal: Principal, job_id: str, task_limit: int = 1000) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            row = self._job(uow, principal, job_id)
+            out = job_out(row, uow.jobs.counts(job_id))
+            out["tasks"] = [self.task_out(t) for t in uow.jobs.tasks_of(job_id, limit=task_limit)]
+            out["result"] = row["result"]
+            out["document"] = row["document"]
+        return out
+
+    def tasks(self, principal: Principal, job_id: str, *, status: str | None, after: str | None,
+              limit: int) -> list[dict[str, Any]]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            self._job(uow, principal, job_id)
+            return [self.task_out(t) for t in uow.jobs.tasks_of(job_id, status=status, after_key=after, limit=limit)]
+
+    def result(self, principal: Principal, job_id: str) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            row = self._job(uow, principal, job_id)
+            results: dict[str, Any] = {}
+            items: dict[str, dict[int, Any]] = {}
+            for t in uow.jobs.tasks_of(job_id):
+                if t["item_index"] is not None:
+                    items.setdefault(t["task"], {})[t["item_index"]] = t["result"]
+                elif not t["is_group"]:
+                    results[t["task"]] = t["result"]
+            for name, by_index in items.items():
+                results[name] = [by_index[i] for i in sorted(by_index)]
+        return {"job_id": job_id, "status": row["status"], "result": row["result"], "tasks": results}
+
+    def events(self, principal: Principal, job_id: str, after: int, limit: int = 1000) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            row = self._job(uow, principal, job_id)
+            events = uow.jobs.events(job_id, after_seq=after, limit=limit)
+            counts = uow.jobs.counts(job_id)
+        return {"events": [{k: e[k] for k in ("seq", "at", "task_id", "key", "status", "attempt", "node_id")}
+                           for e in events],
+                "next": events[-1]["seq"] if events else after, "job": job_out(row, counts)}
+
+    def task(self, principal: Principal, task_id: str) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            t = uow.jobs.get_task(task_id)
+            if t is None:
+                raise NotFound(f"no task {task_id!r}")
+            self._job(uow, principal, t["job_id"])
+            out = self.task_out(t)
+            out["attempts"] = uow.jobs.attempts_of(task_id)
+            out["payload"] = t["payload"]
+        return out
+
+    def logs(self, principal: Principal, task_id: str, *, attempt: int | None, after: int,
+             limit: int = 1000) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            t = uow.jobs.get_task(task_id)
+            if t is None:
+                raise NotFound(f"no task {task_id!r}")
+            self._job(uow, principal, t["job_id"])
+            chunks = uow.jobs.logs(task_id, attempt=attempt, after_seq=after, limit=limit)
+        wanted = attempt if attempt is not None else t["attempt"]
+        finished = t["status"] in _TERMINAL or (wanted < t["attempt"])
+        return {"chunks": [{k: c[k] for k in ("seq", "attempt", "stream", "offset", "data")} for c in chunks],
+                "next": chunks[-1]["seq"] if chunks else after,
+                "done": finished and len(chunks) < limit, "status": t["status"], "attempt": t["attempt"]}
+
+    def task_out(self, t: dict[str, Any]) -> dict[str, Any]:
+        return {"id": t["id"], "job_id": t["job_id"], "key": t["key"], "task": t["task"], "index": t["item_index"],
+                "is_group": t["is_group"], "status": t["status"], "attempt": t["attempt"], "failures": t["failures"],
+                "preemptions": t["preemptions"], "node_id": t["node_id"], "priority": t["priority"],
+                "not_before": t["not_before"], "started_at": t["started_at"], "finished_at": t["finished_at"],
+                "result": t["result"], "error": t["error"], "exit_code": t["exit_code"],
+                "pending_reason": self.runtime.pending_reasons.get(t["id"])}

@@ -1,0 +1,829 @@
+"""The job runtime: the coordinator's live state of every active workflow run.
+
+It owns, for the jobs that are not finished: the pure workflow engines (`workflow.engine`), the
+queue of ready tasks, and the assignments (leased or running attempts) on each node. Everything
+that changes it goes through one lock and ends in one transaction that writes the engine's changed
+records, the task rows, attempts, change events and audit records together, so the store always
+holds a state the runtime can be rebuilt from (`load()` after a restart).
+
+    submit ──▶ engine(Started) ──▶ EnqueueTask ──▶ queue ──schedule_once()──▶ leased on a node
+    agent lease poll ◀── assignments of that node            agent report ──▶ started / finished
+    finished ──▶ engine(TaskFinished) ──▶ more EnqueueTask, SkipTask, WorkflowFinished ...
+
+Fencing: each hand-out is an attempt with a number from the engine; a report is accepted only for
+the task's current attempt on the node it was given to. Anything else is refused and audited.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyfabric.domain.access import Principal, authorize
+from polyfabric.domain.errors import Conflict, NotFound, ValidationError
+from polyfabric.domain.jobs import WorkflowState
+from polyfabric.domain.node_states import NodeState
+from polyfabric.domain.resources import Resources
+from polyfabric.domain.task_states import TERMINAL, TaskState
+from polyfabric.scheduling.pipeline import schedule
+from polyfabric.scheduling.registry import default_profile
+from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
+from polyfabric.services.context import ServiceContext
+from polyfabric.services.ports import AuditEntry, UnitOfWork
+from polyfabric.workflow.engine import (
+    Cancel,
+    CancelTasks,
+    EnqueueTask,
+    FailTask,
+    InstanceRecord,
+    Pause,
+    PriorityChanged,
+    Resume,
+    RetryFailed,
+    RunFlags,
+    SetPriority,
+    SkipTask,
+    Started,
+    TaskFinished,
+    TaskPreempted,
+    WorkflowFinished,
+    WorkflowRun,
+    parse_instance_key,
+)
+from polyfabric.workflow.expressions import Expressions
+from polyfabric.workflow.spec import parse_workflow
+
+__all__ = ["Assignment", "JobRuntime", "Notifier", "QueuedTask"]
+
+log = logging.getLogger("polyfabric.runtime")
+
+Notifier = Callable[[str], None]
+"""Called with "node:ID", "job:ID" or "task:ID" when something a long-poll may wait for changed."""
+
+S = TaskState
+_FINAL_JOB = {WorkflowState.SUCCEEDED.value, WorkflowState.FAILED.value, WorkflowState.CANCELLED.value}
+_TASK_COLUMNS = ("status", "attempt", "failures", "preemptions", "not_before", "priority", "payload", "node_id",
+                 "result", "error", "exit_code", "started_at", "finished_at", "item")
+
+
+@dataclass
+class QueuedTask:
+    """A ready task waiting for a node."""
+
+    task_id: str
+    job_id: str
+    key: str
+    attempt: int
+    priority: int
+    queue_seq: int
+    resources: Resources
+    semaphore: str | None
+    not_before: float
+    domain: str
+    excluded: set[str] = field(default_factory=set)
+
+
+@dataclass
+class Assignment:
+    """An attempt handed to a node: leased (sent, not started yet) or running."""
+
+    task_id: str
+    job_id: str
+    key: str
+    attempt: int
+    node_id: str
+    resources: Resources
+    priority: int
+    semaphore: str | None
+    domain: str
+    status: str = "leased"
+    cancel_reason: str | None = None
+    preempted_by: str | None = None
+
+
+@dataclass
+class ActiveJob:
+    id: str
+    name: str
+    domain: str
+    seq: int
+    run: WorkflowRun
+    rows: dict[str, dict[str, Any]]
+    status: str
+    dirty: set[str] = field(default_factory=set)
+    new: set[str] = field(default_factory=set)
+    deleted: list[str] = field(default_factory=list)
+    job_fields: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class JobRuntime:
+    def __init__(self, ctx: ServiceContext, notify: Notifier | None = None, *,
+                 rng: random.Random | None = None) -> None:
+        self._ctx = ctx
+        self._notify = notify or (lambda _key: None)
+        self._lock = threading.RLock()
+        self._jobs: dict[str, ActiveJob] = {}
+        self._queue: dict[str, QueuedTask] = {}
+        self._heap: list[tuple[int, int, str]] = []  # (-priority, queue_seq, task_id), lazy deletion
+        self._assignments: dict[str, Assignment] = {}  # task_id -> assignment
+        self._by_node: dict[str, dict[str, Assignment]] = {}
+        self._queue_seq = 0
+        self._profile = default_profile()
+        self._rng = rng or random.Random()
+        self._limits = ConcurrencyLimits()
+        self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources]] = {}
+        self._node_cache_at = -1e18
+        self.pending_reasons: dict[str, str] = {}
+        # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
+        # them is acknowledged again, and their late log chunks are still stored.
+        self._recent_done: dict[tuple[str, int], str] = {}
+        self.wake = threading.Event()
+
+    def set_notifier(self, notify: Notifier) -> None:
+        self._notify = notify
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def load(self) -> int:
+        """Rebuild the live state of every unfinished job from the store."""
+        with self._lock, self._ctx.store.unit_of_work(readonly=True) as uow:
+            self._load_limits(uow)
+            for job in uow.jobs.active_jobs():
+                rows = {r["key"]: r for r in uow.jobs.tasks_of(job["id"])}
+                spec = parse_workflow(job["document"], job["params"], expressions=(ex := Expressions()))
+                records = [self._record_of(r) for r in rows.values()]
+                flags = RunFlags(**job["flags"])
+                run = WorkflowRun.restore(spec, dict(spec.params), records, flags, expressions=ex)
+                active = ActiveJob(job["id"], job["name"], job["domain"], job["seq"], run, rows, job["status"])
+                self._jobs[job["id"]] = active
+                for row in rows.values():
+                    self._queue_seq = max(self._queue_seq, row["queue_seq"])
+                    self._restore_row(active, row)
+        if self._queue:
+            self.wake.set()
+        return len(self._jobs)
+
+    def _restore_row(self, job: ActiveJob, row: dict[str, Any]) -> None:
+        status = row["status"]
+        if row["is_group"] or row["payload"] is None:
+            return
+        payload = row["payload"]
+        resources = Resources.from_dict(payload["resources"])
+        if status == S.READY.value:
+            self._enqueue(QueuedTask(row["id"], job.id, row["key"], row["attempt"], row["priority"], row["queue_seq"],
+                                     resources, payload.get("semaphore"), row["not_before"] or 0.0, job.domain))
+        elif status in (S.LEASED.value, S.RUNNING.value) and row["node_id"]:
+            self._assign(Assignment(row["id"], job.id, row["key"], row["attempt"], row["node_id"], resources,
+                                    row["priority"], payload.get("semaphore"), job.domain, status))
+
+    @staticmethod
+    def _record_of(row: dict[str, Any]) -> InstanceRecord:
+        status = S(row["status"])
+        if status in (S.LEASED, S.RUNNING):
+            status = S.READY  # the engine sees every handed-out instance as in flight
+        return InstanceRecord(key=row["key"], status=status, attempt=row["attempt"], result=row["result"],
+                              error=row["error"], failures=row["failures"], not_before=row["not_before"] or 0.0,
+                              item=row["item"])
+
+    def _load_limits(self, uow: UnitOfWork) -> None:
+        limits = uow.jobs.limits()
+        self._limits = ConcurrencyLimits(global_max=limits["global_max"], per_domain=limits["per_domain"],
+                                         per_node=limits["per_node"], semaphores=uow.jobs.semaphores())
+
+    # -- submission and intervention ---------------------------------------------------------
+
+    def submit(self, principal: Principal, document: dict[str, Any], params: dict[str, Any],
+               domain: str) -> dict[str, Any]:
+        authorize(principal, "job.submit", domain)
+        if not isinstance(document, dict):
+            raise ValidationError("the workflow must be a mapping (a YAML document with name and tasks)")
+        expressions = Expressions()
+        spec = parse_workflow(document, params, expressions=expressions)
+        now = self._ctx.clock.now()
+        job_id = self._ctx.ids.new_id("j")
+        with self._lock, self._ctx.store.unit_of_work() as uow:
+            if uow.domains.get(domain) is None:
+                raise NotFound(f"domain {domain!r} does not exist (create it with 'polyfabric domain create')")
+            seq = uow.jobs.next_job_seq()
+            row = {"id": job_id, "seq": seq, "name": spec.name, "domain": domain, "status": "running",
+                   "priority": spec.priority, "document": document, "params": params, "flags": {},
+                   "submitted_by": principal.actor, "submitted_at": now, "started_at": now, "finished_at": None,
+                   "result": None, "error": None}
+            run = WorkflowRun(spec, dict(spec.params), expressions=expressions)
+            job = ActiveJob(job_id, spec.name, domain, seq, run, {}, "running")
+            commands = run.handle(Started(), now)
+            uow.jobs.add_job(row)
+            self._jobs[job_id] = job
+            try:
+                self._apply(job, commands, now)
+                self._flush(uow, [job], now, [AuditEntry(
+                    actor=principal.actor, action="job.submitted", subject=f"job:{job_id}", domain=domain,
+                    cause="submitted", details={"name": spec.name, "tasks": len(spec.tasks),
+                                                "priority": spec.priority, "params": params})])
+                uow.commit()
+            except BaseException:
+                self._forget(job_id)
+                raise
+        self._after_commit([job])
+        return self.job_summary(job_id)
+
+    def intervene(self, principal: Principal, job_id: str, action: str, reason: str,
+                  priority: int | None = None) -> dict[str, Any]:
+        now = self._ctx.clock.now()
+        with self._lock:
+            with self._ctx.store.unit_of_work() as uow:
+                row = uow.jobs.get_job(job_id)
+                if row is None:
+                    raise NotFound(f"no job {job_id!r}")
+                authorize(principal, "job.manage", row["domain"])
+                job = self._jobs.get(job_id)
+                if job is None and action == "retry" and row["status"] in _FINAL_JOB:
+                    job = self._revive(uow, row)
+                if job is None:
+                    raise Conflict(f"job {job_id} is {row['status']}: nothing to {action}")
+                event: Any
+                if action == "pause":
+                    event = Pause()
+                elif action == "resume":
+                    event = Resume()
+                elif action == "cancel":
+                    event = Cancel(reason=f"cancelled by {principal.actor}" + (f": {reason}" if reason else ""))
+                elif action == "retry":
+                    event = RetryFailed()
+                elif action == "priority":
+                    if priority is None:
+                        raise ValidationError("set-priority needs a priority")
+                    event = SetPriority(priority)
+                else:
+                    raise ValidationError(f"unknown job action {action!r}")
+                commands = job.run.handle(event, now)
+                if action == "retry":
+                    job.status = "running"
+                    job.job_fields.update(status="running", finished_at=None, result=None, error=None)
+                elif action in ("pause", "resume"):
+                    job.status = "paused" if action == "pause" else "running"
+                    job.job_fields["status"] = job.status
+                elif action == "priority":
+                    job.job_fields["priority"] = priority
+                self._apply(job, commands, now)
+                self._flush(uow, [job], now, [AuditEntry(
+                    actor=principal.actor, action=f"job.{action}", subject=f"job:{job_id}", domain=row["domain"],
+                    cause=reason or f"operator {action}",
+                    details={"priority": priority} if priority is not None else {})])
+                uow.commit()
+            self._after_commit([job])
+        return self.job_summary(job_id)
+
+    def _revive(self, uow: UnitOfWork, row: dict[str, Any]) -> ActiveJob:
+        """Bring a finished job back into memory so that `retry` can continue it."""
+        rows = {r["key"]: r for r in uow.jobs.tasks_of(row["id"])}
+        ex = Expressions()
+        spec = parse_workflow(row["document"], row["params"], expressions=ex)
+        run = WorkflowRun.restore(spec, dict(spec.params), [self._record_of(r) for r in rows.values()],
+                                  RunFlags(**row["flags"]), expressions=ex)
+        job = ActiveJob(row["id"], row["name"], row["domain"], row["seq"], run, rows, row["status"])
+        self._jobs[row["id"]] = job
+        self._queue_seq = max([self._queue_seq, *(r["queue_seq"] for r in rows.values())])
+        return job
+
+    # -- applying engine commands -------------------------------------------------------------
+
+    def _apply(self, job: ActiveJob, commands: list[Any], now: float) -> None:
+        work = deque(commands)
+        while work:
+            command = work.popleft()
+            if isinstance(command, EnqueueTask):
+                self._on_enqueue(job, command, now)
+            elif isinstance(command, CancelTasks):
+                work.extend(self._on_cancel(job, command.keys, command.reason, now))
+            elif isinstance(command, PriorityChanged):
+                for key in command.keys:
+                    row = job.rows.get(key)
+                    if row is not None:
+                        row["priority"] = command.priority
+                        job.dirty.add(key)
+                        queued = self._queue.get(row["id"])
+                        if queued is not None:
+                            queued.priority = command.priority
+                            heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
+            elif isinstance(command, WorkflowFinished):
+                job.status = command.status.value
+                job.job_fields.update(status=command.status.value, finished_at=now, result=command.result)
+            elif isinstance(command, SkipTask | FailTask):
+                pass  # the engine's records carry the outcome; they are written with the changes
+        changes = job.run.drain_changes()
+        for record in changes.records:
+            self._merge_record(job, record, now)
+        for key in changes.deleted:
+            row = job.rows.pop(key, None)
+            if row is not None:
+                self._drop(row["id"])
+                job.deleted.append(row["id"])
+                job.new.discard(key)
+                job.dirty.discard(key)
+        job.job_fields["flags"] = {"started": changes.flags.started, "paused": changes.flags.paused,
+                                   "cancelled": changes.flags.cancelled, "priority": changes.flags.priority}
+
+    def _merge_record(self, job: ActiveJob, record: InstanceRecord, now: float) -> None:
+        row = job.rows.get(record.key)
+        if row is None:
+            name, index = parse_instance_key(record.key)
+            is_group = index is None and job.run.spec.tasks[name].foreach is not None
+            self._queue_seq += 1
+            row = {"id": self._ctx.ids.new_id("t"), "job_id": job.id, "key": record.key, "task": name,
+                   "item_index": index, "is_group": is_group, "status": "", "attempt": 0, "failures": 0,
+                   "preemptions": 0, "not_before": None, "priority": job.run.priority, "queue_seq": self._queue_seq,
+                   "payload": None, "node_id": None, "result": None, "error": None, "exit_code": None,
+                   "started_at": None, "finished_at": None, "item": None}
+            job.rows[record.key] = row
+            job.new.add(record.key)
+        status = record.status.value
+        live = self._assignments.get(row["id"])
+        if record.status is S.READY and live is not None and live.attempt == record.attempt:
+            status = live.status  # handed out: the runtime knows better than "ready"
+        if status != row["status"]:
+            job.events.append({"job_id": job.id, "task_id": row["id"], "key": row["key"], "status": status,
+                               "attempt": record.attempt, "node_id": row["node_id"], "at": now})
+        if status in {s.value for s in TERMINAL} and row["status"] not in {s.value for s in TERMINAL}:
+            row["finished_at"] = row["finished_at"] or now
+        row.update(status=status, attempt=record.attempt, failures=record.failures, result=record.result,
+                   error=record.error, not_before=record.not_before or None, item=record.item)
+        job.dirty.add(record.key)
+
+    def _on_enqueue(self, job: ActiveJob, command: EnqueueTask, now: float) -> None:
+        inst = command.instance
+        record = job.run.instance(inst.key)
+        self._merge_record(job, InstanceRecord(key=inst.key, status=S.READY, attempt=inst.attempt,
+                                               failures=record.failures if record else 0,
+                                               not_before=inst.not_before), now)
+        row = job.rows[inst.key]
+        row["priority"] = inst.priority
+        row["node_id"] = None
+        row["started_at"] = None
+        row["finished_at"] = None
+        row["exit_code"] = None
+        row["payload"] = {"command": list(inst.command) if inst.command is not None else None,
+                          "function": inst.function, "args": inst.args, "env": inst.env, "workdir": inst.workdir,
+                          "timeout_s": inst.timeout_s, "resources": inst.resources.to_dict(),
+                          "semaphore": inst.semaphore}
+        self._queue_seq += 1
+        row["queue_seq"] = self._queue_seq
+        self._drop(row["id"])
+        self._enqueue(QueuedTask(row["id"], job.id, inst.key, inst.attempt, inst.priority, self._queue_seq,
+                                 inst.resources, inst.semaphore, inst.not_before, job.domain))
+
+    def _on_cancel(self, job: ActiveJob, keys: tuple[str, ...], reason: str, now: float) -> list[Any]:
+        """Queued instances are cancelled here and now (their commands are returned); running
+        ones are asked to stop and are cancelled when their node reports it."""
+        follow: list[Any] = []
+        for key in keys:
+            row = job.rows.get(key)
+            if row is None:
+                continue
+            task_id = row["id"]
+            if task_id in self._queue:
+                queued = self._queue.pop(task_id)
+                follow.extend(job.run.handle(TaskFinished(key, queued.attempt, S.CANCELLED, error=reason), now))
+                continue
+            assignment = self._assignments.get(task_id)
+            if assignment is not None and assignment.cancel_reason is None:
+                assignment.cancel_reason = reason
+                self._notify(f"node:{assignment.node_id}")
+        return follow
+
+    def _enqueue(self, queued: QueuedTask) -> None:
+        self._queue[queued.task_id] = queued
+        heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
+        self.wake.set()
+
+    def _assign(self, assignment: Assignment) -> None:
+        self._assignments[assignment.task_id] = assignment
+        self._by_node.setdefault(assignment.node_id, {})[assignment.task_id] = assignment
+
+    def _drop(self, task_id: str) -> None:
+        self._queue.pop(task_id, None)
+        self.pending_reasons.pop(task_id, None)
+        assignment = self._assignments.pop(task_id, None)
+        if assignment is not None:
+            self._by_node.get(assignment.node_id, {}).pop(task_id, None)
+
+    def _forget(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id, None)
+        if job is not None:
+            for row in job.rows.values():
+                self._drop(row["id"])
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def _flush(self, uow: UnitOfWork, jobs: list[ActiveJob], now: float, audit: list[AuditEntry],
+               attempts_new: list[dict[str, Any]] | None = None,
+               attempts_update: list[dict[str, Any]] | None = None) -> None:
+        """Write what changed in these jobs, in the caller's transaction."""
+        for job in jobs:
+            if job.deleted:
+                uow.jobs.delete_tasks(job.deleted)
+            uow.jobs.insert_tasks([job.rows[k] for k in job.new if k in job.rows])
+            updates = [{"id": job.rows[k]["id"], **{c: job.rows[k][c] for c in _TASK_COLUMNS}}
+                       for k in job.dirty - job.new if k in job.rows]
+            uow.jobs.update_tasks(updates)
+            if job.job_fields:
+                uow.jobs.update_job(job.id, **job.job_fields)
+            uow.jobs.add_events(job.events)
+            if job.status in _FINAL_JOB and job.job_fields.get("finished_at") is not None:
+                audit.append(AuditEntry(actor="system:runtime", action="job.finished", subject=f"job:{job.id}",
+                                        domain=job.domain, cause=f"workflow {job.status}",
+                                        details={"status": job.status}))
+        if attempts_new:
+            uow.jobs.add_attempts(attempts_new)
+        if attempts_update:
+            uow.jobs.update_attempts(attempts_update)
+        uow.audit.append(audit, now)
+
+    def _after_commit(self, jobs: list[ActiveJob]) -> None:
+        for job in jobs:
+            had_events = bool(job.events)
+            job.dirty.clear()
+            job.new.clear()
+            job.deleted.clear()
+            job.job_fields.clear()
+            job.events.clear()
+            if job.status in _FINAL_JOB:
+                self._forget(job.id)
+            if had_events:
+                self._notify(f"job:{job.id}")
+
+    def _rollback(self, jobs: list[ActiveJob]) -> None:
+        """A failed transaction leaves memory ahead of the store: rebuild those jobs from the store."""
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            for job in jobs:
+                self._forget(job.id)
+                row = uow.jobs.get_job(job.id)
+                if row is not None and row["status"] not in _FINAL_JOB:
+                    revived = self._revive(uow, row)
+                    for task_row in revived.rows.values():
+                        self._restore_row(revived, task_row)
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def set_limits(self, principal: Principal, global_max: int | None, per_domain: dict[str, int],
+                   per_node: int | None) -> dict[str, Any]:
+        authorize(principal, "domain.manage")
+        now = self._ctx.clock.now()
+        with self._lock, self._ctx.store.unit_of_work() as uow:
+            uow.jobs.set_limits(global_max, per_domain, per_node, principal.actor, now)
+            uow.audit.append([AuditEntry(actor=principal.actor, action="limits.set", subject="limits:global",
+                                         cause="operator request",
+                                         details={"global_max": global_max, "per_domain": per_domain,
+                                                  "per_node": per_node})], now)
+            self._load_limits(uow)
+            uow.commit()
+        self.wake.set()
+        return {"global_max": global_max, "per_domain": per_domain, "per_node": per_node}
+
+    def set_semaphore(self, principal: Principal, name: str, size: int) -> dict[str, Any]:
+        authorize(principal, "job.manage")
+        if size < 0:
+            raise ValidationError(f"a semaphore's size cannot be negative: {size}")
+        now = self._ctx.clock.now()
+        with self._lock, self._ctx.store.unit_of_work() as uow:
+            uow.jobs.set_semaphore(name, size, principal.actor, now)
+            uow.audit.append([AuditEntry(actor=principal.actor, action="semaphore.set", subject=f"semaphore:{name}",
+                                         cause="operator request", details={"size": size})], now)
+            self._load_limits(uow)
+            uow.commit()
+        self.wake.set()
+        return {"name": name, "size": size, "in_use": self.semaphore_use().get(name, 0)}
+
+    def semaphore_use(self) -> dict[str, int]:
+        with self._lock:
+            use: dict[str, int] = {}
+            for a in self._assignments.values():
+                if a.semaphore:
+                    use[a.semaphore] = use.get(a.semaphore, 0) + 1
+            return use
+
+    def limits(self) -> ConcurrencyLimits:
+        return self._limits
+
+    def _nodes(self, now: float) -> dict[str, tuple[str, str, dict[str, str], Resources]]:
+        if now - self._node_cache_at > 2.0 or any(
+                e.node_id not in self._node_cache for e in self._ctx.liveness.entries()):
+            with self._ctx.store.unit_of_work(readonly=True) as uow:
+                cache = {}
+                after = None
+                while True:
+                    batch = uow.nodes.list(after=after, limit=5000)
+                    if not batch:
+                        break
+                    for n in batch:
+                        cache[n.id] = (n.name, n.domain, dict(n.labels), n.capacity)
+                    after = batch[-1].name
+            self._node_cache = cache
+            self._node_cache_at = now
+        return self._node_cache
+
+    def _view(self, now: float) -> tuple[ClusterView, int]:
+        specs = self._nodes(now)
+        views = []
+        free_slots = 0
+        for entry in self._ctx.liveness.entries():
+            spec = specs.get(entry.node_id)
+            if spec is None or entry.revoked:
+                continue
+            held = list(self._by_node.get(entry.node_id, {}).values())
+            allocated = Resources()
+            running = []
+            for a in held:
+                allocated = allocated + a.resources
+                running.append(RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources, a.semaphore,
+                                           a.node_id, preemptible=a.cancel_reason is None))
+            name, domain, labels, capacity = spec
+            views.append(NodeView(entry.node_id, name, domain, entry.state, labels, capacity, allocated,
+                                  tuple(running)))
+            if entry.state == NodeState.ACTIVE:
+                free_slots += max(0, capacity.slots - allocated.slots)
+        return ClusterView(tuple(views), version=0, limits=self._limits), free_slots
+
+    def schedule_once(self) -> int:
+        """One scheduling pass: place what fits, start preemptions, explain the rest."""
+        now = self._ctx.clock.now()
+        self.wake.clear()
+        with self._lock:
+            if not self._queue:
+                return 0
+            view, free_slots = self._view(now)
+            wanted = max(free_slots * 2, 64)
+            candidates: list[QueuedTask] = []
+            later: list[tuple[int, int, str]] = []
+            seen: set[str] = set()
+            while self._heap and len(candidates) < wanted:
+                entry = heapq.heappop(self._heap)
+                queued = self._queue.get(entry[2])
+                if queued is None or entry[2] in seen or (-entry[0], entry[1]) != (queued.priority, queued.queue_seq):
+                    continue  # stale heap entry
+                seen.add(entry[2])
+                job = self._jobs.get(queued.job_id)
+                if queued.not_before > now or job is None or job.status == "paused":
+                    later.append(entry)
+                    continue
+                candidates.append(queued)
+                later.append(entry)
+            for entry in later:
+                heapq.heappush(self._heap, entry)
+            if not candidates:
+                return 0
+            requests = [TaskRequest(q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
+                                    excluded_nodes=frozenset(q.excluded)) for q in candidates]
+            plan = schedule(view, requests, self._profile, self._rng)
+            for unplaced in plan.unplaced:
+                self.pending_reasons[unplaced.task_id] = unplaced.describe()
+            if not plan.placements and not plan.preemptions:
+                return 0
+            touched: dict[str, ActiveJob] = {}
+            attempts: list[dict[str, Any]] = []
+            audit: list[AuditEntry] = []
+            placed_nodes: set[str] = set()
+            for placement in plan.placements:
+                queued = self._queue.pop(placement.task_id)
+                job = self._jobs[queued.job_id]
+                row = job.rows[queued.key]
+                self._assign(Assignment(queued.task_id, job.id, queued.key, queued.attempt, placement.node_id,
+                                        queued.resources, queued.priority, queued.semaphore, job.domain))
+                row.update(status=S.LEASED.value, node_id=placement.node_id)
+                job.dirty.add(queued.key)
+                job.events.append({"job_id": job.id, "task_id": row["id"], "key": row["key"],
+                                   "status": S.LEASED.value, "attempt": queued.attempt,
+                                   "node_id": placement.node_id, "at": now})
+                attempts.append({"task_id": row["id"], "attempt": queued.attempt, "node_id": placement.node_id,
+                                 "status": S.LEASED.value, "leased_at": now, "started_at": None,
+                                 "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
+                self.pending_reasons.pop(queued.task_id, None)
+                touched[job.id] = job
+                placed_nodes.add(placement.node_id)
+            for preemption in plan.preemptions:
+                victim = self._assignments.get(preemption.victim_task_id)
+                if victim is None or victim.cancel_reason is not None:
+                    continue
+                victim.cancel_reason = f"preempted by task {preemption.for_task_id}: {preemption.reason}"
+                victim.preempted_by = preemption.for_task_id
+                placed_nodes.add(victim.node_id)
+                audit.append(AuditEntry(actor="system:scheduler", action="task.preempted",
+                                        subject=f"task:{victim.task_id}", domain=victim.domain,
+                                        cause=f"for higher-priority task {preemption.for_task_id}",
+                                        details={"node": victim.node_id, "job": victim.job_id, "key": victim.key,
+                                                 "attempt": victim.attempt, "for_task": preemption.for_task_id,
+                                                 "reason": preemption.reason}))
+            jobs = list(touched.values())
+            for job in jobs:
+                count = sum(1 for p in plan.placements if self._assignments[p.task_id].job_id == job.id)
+                audit.append(AuditEntry(actor="system:scheduler", action="job.placed", subject=f"job:{job.id}",
+                                        domain=job.domain, cause="scheduling pass",
+                                        details={"placed": count}))
+            try:
+                with self._ctx.store.unit_of_work() as uow:
+                    self._flush(uow, jobs, now, audit, attempts_new=attempts)
+                    uow.commit()
+            except Exception:
+                self._rollback(jobs)
+                raise
+            self._after_commit(jobs)
+        for node_id in placed_nodes:
+            self._notify(f"node:{node_id}")
+        return len(plan.placements)
+
+    # -- the agent side ---------------------------------------------------------------------
+
+    def leases_for(self, node_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What this node must run (leased, not started) and what it must stop."""
+        with self._lock:
+            leases, cancels = [], []
+            for a in self._by_node.get(node_id, {}).values():
+                if a.cancel_reason is not None:
+                    cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
+                elif a.status == S.LEASED.value:
+                    job = self._jobs[a.job_id]
+                    row = job.rows[a.key]
+                    payload = row["payload"]
+                    leases.append({"task_id": a.task_id, "job_id": a.job_id, "key": a.key, "attempt": a.attempt,
+                                   "command": payload["command"], "function": payload["function"],
+                                   "args": payload["args"], "env": payload["env"], "workdir": payload["workdir"],
+                                   "timeout_s": payload["timeout_s"], "resources": payload["resources"]})
+            return leases, cancels
+
+    def report(self, node_id: str, events: list[dict[str, Any]], logs: list[dict[str, Any]],
+               running: list[dict[str, Any]]) -> dict[str, Any]:
+        now = self._ctx.clock.now()
+        refused: list[dict[str, Any]] = []
+        accepted = 0
+        with self._lock:
+            touched: dict[str, ActiveJob] = {}
+            attempts: list[dict[str, Any]] = []
+            audit: list[AuditEntry] = []
+            for event in events:
+                problem = self._on_report(node_id, event, now, touched, attempts)
+                if problem is None:
+                    accepted += 1
+                    continue
+                if problem == "":
+                    accepted += 1  # a repeat of something already accepted: idempotent
+                    continue
+                refused.append({"task_id": event.get("task_id"), "attempt": event.get("attempt"), "reason": problem})
+                audit.append(AuditEntry(actor=f"node:{node_id}", action="task.report_refused",
+                                        subject=f"task:{event.get('task_id')}", cause=problem,
+                                        details={"type": event.get("type"), "attempt": event.get("attempt")}))
+            log_rows = []
+            for chunk in logs:
+                a = self._assignments.get(chunk["task_id"])
+                current = a is not None and a.node_id == node_id and a.attempt == chunk["attempt"]
+                if current or self._finished_here(chunk["task_id"], chunk["attempt"], node_id):
+                    log_rows.append({"task_id": chunk["task_id"], "attempt": chunk["attempt"],
+                                     "stream": chunk["stream"], "offset": chunk["offset"], "data": chunk["data"]})
+            jobs = list(touched.values())
+            if jobs or attempts or audit or log_rows:
+                try:
+                    with self._ctx.store.unit_of_work() as uow:
+                        self._flush(uow, jobs, now, audit, attempts_update=attempts)
+                        uow.jobs.add_logs(log_rows)
+                        uow.commit()
+                except Exception:
+                    self._rollback(jobs)
+                    raise
+                self._after_commit(jobs)
+                for task_id in {r["task_id"] for r in log_rows}:
+                    self._notify(f"task:{task_id}")
+            # Attempts this node runs that are no longer current: tell it to stop them.
+            cancels = []
+            for item in running:
+                a = self._assignments.get(item.get("task_id", ""))
+                if a is None or a.node_id != node_id or a.attempt != item.get("attempt"):
+                    cancels.append({"task_id": item.get("task_id"), "attempt": item.get("attempt"),
+                                    "reason": "this attempt is no longer current"})
+                elif a.cancel_reason is not None:
+                    cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
+        return {"accepted": accepted, "refused": refused, "cancel": cancels}
+
+    def _finished_here(self, task_id: str, attempt: int, node_id: str) -> bool:
+        """Late log chunks of an attempt that just finished on this node are still welcome."""
+        return self._recent_done.get((task_id, attempt)) == node_id
+
+    def _on_report(self, node_id: str, event: dict[str, Any], now: float, touched: dict[str, ActiveJob],
+                   attempts: list[dict[str, Any]]) -> str | None:
+        """Apply one agent event. None: accepted; "": a harmless repeat; text: refused, why."""
+        kind, task_id, attempt = event.get("type"), event.get("task_id"), event.get("attempt")
+        a = self._assignments.get(task_id or "")
+        if a is None or a.node_id != node_id or a.attempt != attempt:
+            if self._recent_done.get((task_id or "", attempt or 0)) == node_id:
+                return ""
+            return (f"attempt {attempt} of task {task_id} is not current on node {node_id}"
+                    " (fenced: the task was reassigned, cancelled or finished)")
+        job = self._jobs[a.job_id]
+        row = job.rows[a.key]
+        at = float(event.get("at") or now)
+        touched[job.id] = job
+        if kind == "started":
+            if a.status == S.RUNNING.value:
+                return ""
+            a.status = S.RUNNING.value
+            row.update(status=S.RUNNING.value, started_at=at)
+            job.dirty.add(a.key)
+            job.events.append({"job_id": job.id, "task_id": task_id, "key": a.key, "status": S.RUNNING.value,
+                               "attempt": attempt, "node_id": node_id, "at": at})
+            attempts.append({"task_id": task_id, "attempt": attempt, "status": S.RUNNING.value, "started_at": at,
+                             "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
+            return None
+        if kind not in ("finished", "cancelled", "rejected"):
+            return f"unknown event type {kind!r}"
+        self._drop(a.task_id)
+        self._recent_done[(a.task_id, a.attempt)] = node_id
+        if len(self._recent_done) > 100_000:
+            for key in list(self._recent_done)[:50_000]:
+                del self._recent_done[key]
+        exit_code = event.get("exit_code")
+        row["exit_code"] = exit_code
+        row["started_at"] = row["started_at"] or (at if kind == "finished" else None)
+        if kind == "finished":
+            status = S.SUCCEEDED if event.get("status") == "succeeded" else S.FAILED
+            commands = job.run.handle(TaskFinished(a.key, a.attempt, status, result=event.get("result"),
+                                                   error=event.get("error")), now)
+            outcome = status.value
+        elif a.preempted_by is not None or kind == "rejected":
+            row["preemptions"] = row["preemptions"] + (1 if a.preempted_by else 0)
+            commands = job.run.handle(TaskPreempted(a.key, a.attempt, reason=a.cancel_reason or
+                                                    str(event.get("reason") or "")), now)
+            outcome = "preempted" if a.preempted_by else "rejected"
+        else:
+            commands = job.run.handle(TaskFinished(a.key, a.attempt, S.CANCELLED,
+                                                   error=a.cancel_reason or str(event.get("reason") or "")), now)
+            outcome = S.CANCELLED.value
+        attempts.append({"task_id": task_id, "attempt": attempt, "status": outcome, "started_at": row["started_at"],
+                         "finished_at": at, "exit_code": exit_code,
+                         "error": event.get("error") or event.get("reason") or a.cancel_reason,
+                         "preempted_by": a.preempted_by})
+        job.dirty.add(a.key)
+        self._apply(job, commands, now)
+        if kind == "rejected":
+            queued = self._queue.get(a.task_id)
+            if queued is not None:
+                queued.excluded.add(node_id)
+        return None
+
+    def node_lost(self, node_id: str, reason: str) -> int:
+        """A node went Down: its attempts are lost. Requeue them without counting a failure."""
+        now = self._ctx.clock.now()
+        with self._lock:
+            lost = list(self._by_node.get(node_id, {}).values())
+            if not lost:
+                return 0
+            touched: dict[str, ActiveJob] = {}
+            attempts = []
+            for a in lost:
+                job = self._jobs.get(a.job_id)
+                self._drop(a.task_id)
+                if job is None:
+                    continue
+                touched[job.id] = job
+                attempts.append({"task_id": a.task_id, "attempt": a.attempt, "status": "lost",
+                                 "started_at": job.rows[a.key]["started_at"], "finished_at": now, "exit_code": None,
+                                 "error": reason, "preempted_by": None})
+                if a.cancel_reason is not None and a.preempted_by is None:
+                    commands = job.run.handle(TaskFinished(a.key, a.attempt, S.CANCELLED, error=a.cancel_reason), now)
+                else:
+                    commands = job.run.handle(TaskPreempted(a.key, a.attempt, reason=reason), now)
+                job.dirty.add(a.key)
+                self._apply(job, commands, now)
+            jobs = list(touched.values())
+            with self._ctx.store.unit_of_work() as uow:
+                self._flush(uow, jobs, now, [AuditEntry(
+                    actor="system:health", action="task.lost", subject=f"node:{node_id}", cause=reason,
+                    details={"attempts": [{"task": a.task_id, "attempt": a.attempt} for a in lost]})],
+                    attempts_update=attempts)
+                uow.commit()
+            self._after_commit(jobs)
+            return len(lost)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def job_summary(self, job_id: str) -> dict[str, Any]:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            row = uow.jobs.get_job(job_id)
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            counts = uow.jobs.counts(job_id)
+        return job_out(row, counts)
+
+    def is_terminal(self, status: str) -> bool:
+        return status in {s.value for s in TERMINAL}
+
+
+def job_out(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    return {"id": row["id"], "name": row["name"], "domain": row["domain"], "status": row["status"],
+            "priority": row["priority"], "params": row["params"], "submitted_by": row["submitted_by"],
+            "submitted_at": row["submitted_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
+            "counts": counts, "total": sum(counts.values()), "error": row["error"]}

@@ -1,0 +1,332 @@
+"""The SQL store's contract, on SQLite and PostgreSQL (no processes): migrations, repository round
+trips, transactions, and the two places where concurrent writers must not break invariants — the
+audit chain (one line of consecutive seqs) and join token use counts (atomic)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from polyfabric.coordinator.bootstrap import UuidIds
+from polyfabric.domain import audit as chain
+from polyfabric.domain.access import Principal, Role
+from polyfabric.domain.errors import Conflict, NotAuthenticated
+from polyfabric.domain.node_states import NodeState
+from polyfabric.domain.nodes import Node
+from polyfabric.domain.resources import Resources
+from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
+from polyfabric.security.signing import sign_bytes
+from polyfabric.services.container import Services
+from polyfabric.services.context import ServiceContext
+from polyfabric.services.nodes import Registration
+from polyfabric.services.ports import ApiTokenRow, AuditEntry, AuditQuery, JoinTokenRow
+from polyfabric.store import migrate
+from polyfabric.store.engine import create_engine
+from polyfabric.store.tables import metadata
+from polyfabric.store.unit_of_work import SqlStore
+from polyfabric.testing import FakeClock
+
+NOW = 1_800_000_000.0
+ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[SqlStore]:
+    store = SqlStore(db_url)
+    migrate.upgrade(store.engine)
+    yield store
+    store.close()
+
+
+def _race(count: int, work: Callable[[int], Any]) -> list[Any]:
+    """Run work(i) in `count` threads released together; results (or exceptions) by index."""
+    barrier = threading.Barrier(count)
+    results: list[Any] = [None] * count
+
+    def run(index: int) -> None:
+        barrier.wait(timeout=30)
+        try:
+            results[index] = work(index)
+        except Exception as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(t.is_alive() for t in threads), "a writer is stuck"
+    return results
+
+
+def _node(node_id: str = "n-aaaaaaaaaaaaaaaaaaaa", name: str = "node-1", **changes: Any) -> Node:
+    node = Node(id=node_id, name=name, domain="d1", public_key=bytes(range(32)),
+                labels={"zone": "a"}, capacity=Resources(cpu_millis=2000, memory_bytes=1 << 30, slots=2),
+                state=NodeState.PENDING, state_since=NOW, registered_at=NOW, agent_version="1.0")
+    return node.with_changes(**changes)
+
+
+def _join_row(token_id: str = "jt-1", token_hash: str = "h" * 64, uses_allowed: int | None = 1,
+              **changes: Any) -> JoinTokenRow:
+    row = JoinTokenRow(id=token_id, token_hash=token_hash, prefix="pfj_abcdefgh", domain="d1", description="",
+                       created_at=NOW, created_by="token:admin", expires_at=None, uses_allowed=uses_allowed,
+                       uses=0, revoked_at=None)
+    return JoinTokenRow(**{**{f: getattr(row, f) for f in row.__slots__}, **changes})
+
+
+def _seed_domain(store: SqlStore, name: str = "d1") -> None:
+    with store.unit_of_work() as uow:
+        uow.domains.add(name, "a domain", NOW, "token:admin")
+        uow.commit()
+
+
+# -- migrations --------------------------------------------------------------------------------
+
+
+def test_migrations_bring_an_empty_database_to_head_and_match_the_tables(db_url: str):
+    engine = create_engine(db_url)
+    try:
+        assert migrate.current_revision(engine) is None
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == migrate.head_revision()
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diffs = compare_metadata(context, metadata)
+        assert diffs == [], f"the migrated schema differs from polyfabric.store.tables: {diffs}"
+        migrate.upgrade(engine)  # a second run (every coordinator start) is a no-op
+        assert migrate.current_revision(engine) == migrate.head_revision()
+    finally:
+        engine.dispose()
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+
+def test_domains_and_tokens_round_trip(store: SqlStore):
+    _seed_domain(store)
+    api = ApiTokenRow(id="at-1", token_hash="a" * 64, prefix="pfa_abcdefgh", name="alice", role="operator",
+                      domains=("d1", "d2"), created_at=NOW, created_by="token:admin", expires_at=NOW + 60,
+                      revoked_at=None)
+    with store.unit_of_work() as uow:
+        uow.tokens.add_join(_join_row(uses_allowed=2, description="two nodes", expires_at=NOW + 3600))
+        uow.tokens.add_api(api)
+        uow.commit()
+
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.domains.get("d1") == {"name": "d1", "description": "a domain", "created_at": NOW,
+                                         "created_by": "token:admin"}
+        assert uow.domains.get("nope") is None
+        assert [d["name"] for d in uow.domains.list()] == ["d1"]
+        assert uow.tokens.join_by_hash("h" * 64) == _join_row(uses_allowed=2, description="two nodes",
+                                                              expires_at=NOW + 3600)
+        assert uow.tokens.join_by_hash("x" * 64) is None
+        assert uow.tokens.api_by_hash("a" * 64) == api
+        assert [t.id for t in uow.tokens.list_join(None)] == ["jt-1"]
+        assert uow.tokens.list_join(("other",)) == []
+        assert uow.tokens.list_api() == [api]
+        assert uow.tokens.count_api() == 1
+
+    with store.unit_of_work() as uow:
+        assert uow.tokens.consume_join("jt-1") is True
+        assert uow.tokens.consume_join("jt-1") is True
+        assert uow.tokens.consume_join("jt-1") is False  # two uses allowed
+        assert uow.tokens.revoke("at-1", NOW + 1) == "api"
+        assert uow.tokens.revoke("at-1", NOW + 2) == "api"  # again: still known, first time kept
+        assert uow.tokens.revoke("jt-nope", NOW) is None
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.tokens.join_by_hash("h" * 64).uses == 2
+        assert uow.tokens.api_by_hash("a" * 64).revoked_at == NOW + 1
+
+
+def test_nodes_round_trip_with_optimistic_versions(store: SqlStore):
+    _seed_domain(store)
+    _seed_domain(store, "d2")
+    node = _node(telemetry={"cpu_percent": 1.5}, conditions=[{"type": "Ready", "status": False, "reason": "x"}])
+    with store.unit_of_work() as uow:
+        uow.nodes.add(node, {"platform": {"os": "linux"}}, "jt-1")
+        uow.nodes.add(_node("n-bbbbbbbbbbbbbbbbbbbb", "node-2", domain="d2", state=NodeState.ACTIVE), {}, "jt-2")
+        uow.commit()
+
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.nodes.get(node.id) == node
+        assert uow.nodes.by_name("node-1") == node
+        assert uow.nodes.get("n-cccccccccccccccccccc") is None
+        assert uow.nodes.facts(node.id) == {"platform": {"os": "linux"}}
+        assert [n.name for n in uow.nodes.list()] == ["node-1", "node-2"]
+        assert [n.name for n in uow.nodes.list(state="active")] == ["node-2"]
+        assert [n.name for n in uow.nodes.list(domain="d1")] == ["node-1"]
+        assert [n.name for n in uow.nodes.list(domains=("d2",))] == ["node-2"]
+        assert [n.name for n in uow.nodes.list(after="node-1")] == ["node-2"]
+        assert [n.name for n in uow.nodes.list(limit=1)] == ["node-1"]
+        assert uow.nodes.public_keys()[node.id] == (bytes(range(32)), False)
+
+    with store.unit_of_work() as uow:
+        changed = node.with_changes(state=NodeState.ACTIVE, state_since=NOW + 1, labels={"zone": "b"})
+        uow.nodes.update(changed, expected_version=1)
+        with pytest.raises(Conflict, match="changed by someone else"):
+            uow.nodes.update(changed.with_changes(state=NodeState.CORDONED), expected_version=1)
+        uow.nodes.set_facts(node.id, {"new": True})
+        uow.nodes.set_down_times(node.id, [NOW, NOW + 5])
+        uow.nodes.set_conditions(node.id, [{"type": "Ready", "status": True, "reason": "ok"}],
+                                 [{"name": "script", "ok": True}])
+        uow.nodes.record_liveness([(node.id, NOW + 9, {"cpu_percent": 50.0})])
+        uow.commit()
+
+    with store.unit_of_work(readonly=True) as uow:
+        got = uow.nodes.get(node.id)
+        assert got.state == NodeState.ACTIVE and got.labels == {"zone": "b"}
+        assert got.version == 2  # observations (conditions, liveness, facts) do not bump it
+        assert got.conditions == [{"type": "Ready", "status": True, "reason": "ok"}]
+        assert got.health == [{"name": "script", "ok": True}]
+        assert (got.last_heartbeat_at, got.telemetry) == (NOW + 9, {"cpu_percent": 50.0})
+        assert uow.nodes.facts(node.id) == {"new": True}
+        assert uow.nodes.down_times(node.id) == [NOW, NOW + 5]
+
+
+def test_a_unit_of_work_without_commit_changes_nothing(store: SqlStore):
+    with store.unit_of_work() as uow:
+        uow.domains.add("gone", "", NOW, "x")
+        uow.audit.append([AuditEntry("x", "domain.created", "domain:gone", "test")], NOW)
+    with pytest.raises(RuntimeError), store.unit_of_work() as uow:
+        uow.domains.add("gone-too", "", NOW, "x")
+        raise RuntimeError("fail inside the transaction")
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.domains.list() == []
+        assert uow.audit.tip() == (0, chain.GENESIS)
+        assert list(uow.audit.iter_all()) == []
+
+
+def test_audit_round_trip(store: SqlStore):
+    entries = [AuditEntry(f"token:t{i}", "node.transition" if i % 2 else "token.created",
+                          f"node:n{i % 3}", f"cause {i}", "d1", {"i": i, "tuple": (1, 2)}) for i in range(7)]
+    with store.unit_of_work() as uow:
+        first = uow.audit.append(entries[:3], NOW)
+        uow.audit.append([], NOW)  # nothing to add: no-op
+        rest = uow.audit.append(entries[3:], NOW + 10)
+        uow.audit.add_coordinator_key("c-1", "pub1", NOW)
+        uow.audit.add_coordinator_key("c-1", "pub1", NOW + 1)  # idempotent
+        uow.audit.add_coordinator_key("c-2", "pub2", NOW)
+        uow.commit()
+    records = first + rest
+    assert [r.seq for r in records] == list(range(1, 8))
+    assert records[0].details == {"i": 0, "tuple": [1, 2]}
+
+    with store.unit_of_work(readonly=True) as uow:
+        assert list(uow.audit.iter_all(batch=2)) == records
+        assert uow.audit.tip() == (7, records[-1].hash)
+        assert chain.verify_chain(uow.audit.iter_all()).ok
+        assert [r.seq for r in uow.audit.query(AuditQuery(subject="node:n1"))] == [2, 5]
+        assert [r.seq for r in uow.audit.query(AuditQuery(action="node.transition"))] == [2, 4, 6]
+        assert [r.seq for r in uow.audit.query(AuditQuery(action="token"))] == [1, 3, 5, 7]
+        assert [r.seq for r in uow.audit.query(AuditQuery(action="node.*"))] == [2, 4, 6]
+        assert [r.seq for r in uow.audit.query(AuditQuery(since=NOW + 5))] == [4, 5, 6, 7]
+        assert [r.seq for r in uow.audit.query(AuditQuery(after_seq=5, limit=1))] == [6]
+        assert uow.audit.coordinator_keys() == {"c-1": "pub1", "c-2": "pub2"}
+        assert uow.audit.heads() == [] and uow.audit.last_head() is None
+
+    key = generate_private_key()
+    heads = [chain.sign_head(records[i], at=NOW + 20 + i, key_id="c-1", sign=lambda m: sign_bytes(key, m))
+             for i in (2, 6)]
+    with store.unit_of_work() as uow:
+        for head in heads:
+            uow.audit.add_head(head)
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.audit.heads() == heads
+        assert uow.audit.last_head() == heads[-1]
+        report = chain.verify_chain(uow.audit.iter_all(), heads=uow.audit.heads())
+        assert report.ok and report.heads_checked == 2
+
+
+# -- concurrency -------------------------------------------------------------------------------
+
+
+def test_concurrent_audit_appends_keep_one_chain(store: SqlStore):
+    with store.unit_of_work() as uow:  # the chain's first record (the coordinator's bootstrap writes one)
+        uow.audit.append([AuditEntry("system:test", "test.start", "test", "seed")], NOW)
+        uow.commit()
+    writers, rounds = 8, 6
+
+    def write(index: int) -> int:
+        for round_ in range(rounds):
+            with store.unit_of_work() as uow:
+                batch = [AuditEntry(f"writer:{index}", "test.append", f"writer:{index}", f"round {round_}",
+                                    details={"part": part}) for part in range(1 + round_ % 2)]
+                uow.audit.append(batch, NOW + round_)
+                uow.commit()
+        return index
+
+    results = _race(writers, write)
+    assert results == list(range(writers)), results
+    with store.unit_of_work(readonly=True) as uow:
+        records = list(uow.audit.iter_all())
+        tip = uow.audit.tip()
+        report = chain.verify_chain(uow.audit.iter_all())
+    expected = 1 + writers * sum(1 + r % 2 for r in range(rounds))
+    assert [r.seq for r in records] == list(range(1, expected + 1))
+    assert tip == (expected, records[-1].hash)
+    assert report.ok, report.problem
+    # Each writer's records kept their order within the one chain.
+    for index in range(writers):
+        mine = [r.cause for r in records if r.actor == f"writer:{index}"]
+        assert mine == [f"round {r}" for r in range(rounds) for _ in range(1 + r % 2)]
+
+
+def test_join_token_consumption_is_atomic(store: SqlStore):
+    _seed_domain(store)
+    with store.unit_of_work() as uow:
+        uow.tokens.add_join(_join_row("jt-one", "1" * 64, uses_allowed=1))
+        uow.tokens.add_join(_join_row("jt-three", "3" * 64, uses_allowed=3))
+        uow.commit()
+
+    def consume(token_id: str) -> Callable[[int], bool]:
+        def work(_: int) -> bool:
+            with store.unit_of_work() as uow:
+                won = uow.tokens.consume_join(token_id)
+                uow.commit()
+            return won
+        return work
+
+    assert sorted(_race(8, consume("jt-one"))) == [False] * 7 + [True]
+    assert sorted(_race(8, consume("jt-three"))) == [False] * 5 + [True] * 3
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.tokens.join_by_hash("1" * 64).uses == 1
+        assert uow.tokens.join_by_hash("3" * 64).uses == 3
+
+
+class _Signer:
+    def __init__(self) -> None:
+        self._key = generate_private_key()
+        self.key_id = "c-test"
+        self.public_key_b64 = b64e(public_key_raw(self._key))
+
+    def sign(self, data: bytes) -> bytes:
+        return sign_bytes(self._key, data)
+
+
+def test_concurrent_registrations_on_a_single_use_token_have_exactly_one_winner(store: SqlStore):
+    services = Services.build(ServiceContext(store=store, clock=FakeClock(NOW), ids=UuidIds(), signer=_Signer()))
+    issued = services.tokens.create_join(ADMIN, domain="race", ttl_s=None, uses=1)
+    keys = [public_key_raw(generate_private_key()) for _ in range(8)]
+
+    def register(index: int) -> Node:
+        return services.nodes.register(Registration(public_key=keys[index], name=f"racer-{index}", labels={},
+                                                    capacity=Resources(cpu_millis=1000)), issued.token)
+
+    results = _race(len(keys), register)
+    winners = [r for r in results if isinstance(r, Node)]
+    losers = [r for r in results if not isinstance(r, Node)]
+    assert len(winners) == 1, results
+    assert all(isinstance(r, NotAuthenticated) and "is used up" in r.message for r in losers), losers
+    with store.unit_of_work(readonly=True) as uow:
+        assert [n.id for n in uow.nodes.list()] == [winners[0].id]
+        assert uow.tokens.join_by_hash(issued.row.token_hash).uses == 1
+        registered = uow.audit.query(AuditQuery(action="node.registered"))
+        assert [r.subject for r in registered] == [f"node:{winners[0].id}"]
+        assert chain.verify_chain(uow.audit.iter_all()).ok
