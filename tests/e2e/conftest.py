@@ -51,6 +51,7 @@ class Fabric:
         self._counter = itertools.count(1)
         self._admin: ApiClient | None = None
         self._engine: sa.Engine | None = None
+        self._http: httpx.Client | None = None
 
     # -- the coordinator's API ----------------------------------------------------------------
 
@@ -74,7 +75,9 @@ class Fabric:
         headers = dict(kwargs.pop("headers", None) or {})
         if token is not None:
             headers["authorization"] = f"Bearer {self.admin_token if token == 'admin' else token}"
-        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        if self._http is None:
+            self._http = httpx.Client(base_url=self.url, timeout=30)
+        return self._http.request(method, path, headers=headers, **kwargs)
 
     def unique(self, prefix: str) -> str:
         return f"{prefix}-{next(self._counter)}"
@@ -189,6 +192,8 @@ class Fabric:
             agent.stop()
         if self._admin is not None:
             self._admin.close()
+        if self._http is not None:
+            self._http.close()
         if self._engine is not None:
             self._engine.dispose()
 

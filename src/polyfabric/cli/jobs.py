@@ -195,7 +195,7 @@ def job() -> None:
 @job.command("ls")
 @click.option("--status", type=click.Choice(JOB_STATUSES), default=None, help="Only jobs in this status.")
 @click.option("--domain", default=None, help="Only jobs of this domain.")
-@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @client_options
 @handle_errors

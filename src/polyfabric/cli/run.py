@@ -223,7 +223,8 @@ def watch_job(client: JobsClient, job_id: str, timeout: float | None, *, live: b
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Override a declared param (repeat). Values are read as the param's type (16, 0.5, true, [1,2]).")
-@click.option("--domain", default=None, help="The domain the job runs in (default: the token's).")
+@click.option("--domain", default=None, envvar="POLYFABRIC_DOMAIN",
+              help="The domain the job runs in (default: POLYFABRIC_DOMAIN, or the token's only domain).")
 @click.option("--wait", is_flag=True, help="Wait for the end: exit 0 succeeded, 1 failed/cancelled, 124 timeout.")
 @click.option("--watch", is_flag=True, help="Show progress live until the end (implies --wait).")
 @timeout_option

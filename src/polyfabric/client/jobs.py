@@ -94,15 +94,26 @@ class JobsClient(ApiClient):
 
         Raise `WorkflowRejected` listing every problem when the coordinator finds it invalid.
         """
-        body: Dict = {"workflow": dict(workflow), "params": dict(params or {})}
-        if domain is not None:
-            body["domain"] = domain
+        body: Dict = {"workflow": dict(workflow), "params": dict(params or {}),
+                      "domain": domain if domain is not None else self.default_domain()}
         try:
             return dict(self.post("/v1/jobs", body))
         except ApiError as exc:
             if exc.status == 400 or (exc.status == 422 and exc.code == "invalid"):
                 raise WorkflowRejected(exc.status, exc.code, exc.message) from None
             raise
+
+    def whoami(self) -> Dict:
+        """`{"id", "name", "role", "domains"}` of this client's token."""
+        return dict(self.get("/v1/whoami"))
+
+    def default_domain(self) -> str:
+        """The domain to submit to when none is named: the token's only domain."""
+        granted = [str(d) for d in self.whoami().get("domains") or []]
+        if len(granted) == 1 and granted[0] != "*":
+            return granted[0]
+        known = "any domain" if "*" in granted else ", ".join(granted) or "no domain"
+        raise ClientError(f"this token may submit to {known}: name the domain (--domain or POLYFABRIC_DOMAIN)")
 
     def list(self, status: str | None = None, domain: str | None = None, limit: int | None = None,
              after: str | None = None) -> Dicts:

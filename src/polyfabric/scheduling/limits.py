@@ -40,7 +40,7 @@ class ConcurrencyGate:
             cap = limits.semaphores.get(task.semaphore)
             if cap is not None:
                 used = cycle.by_semaphore.get(task.semaphore, 0)
-                if used > cap:
+                if used >= cap:
                     return self._blocked(f"semaphore {task.semaphore} full {used}/{cap}", "semaphore full")
         return PASS
 

@@ -21,12 +21,12 @@ import logging
 import random
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from polyfabric.domain.access import Principal, authorize
-from polyfabric.domain.errors import Conflict, NotFound, ValidationError
+from polyfabric.domain.errors import Conflict, NotFound, Unavailable, ValidationError
 from polyfabric.domain.jobs import WorkflowState
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.resources import Resources
@@ -105,6 +105,7 @@ class Assignment:
     status: str = "leased"
     cancel_reason: str | None = None
     preempted_by: str | None = None
+    committed: bool = True  # False until the commit that made it is durable: only then is it sent
 
 
 @dataclass
@@ -121,6 +122,22 @@ class ActiveJob:
     deleted: list[str] = field(default_factory=list)
     job_fields: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Pending:
+    """Writes staged for the next commit."""
+
+    ticket: int = 0
+    at: float = 0.0
+    jobs: dict[str, ActiveJob] = field(default_factory=dict)
+    new_jobs: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+    attempts_new: list[dict[str, Any]] = field(default_factory=list)
+    attempts_update: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    notify: set[str] = field(default_factory=set)
+    assignments: list[Assignment] = field(default_factory=list)
 
 
 class JobRuntime:
@@ -145,6 +162,13 @@ class JobRuntime:
         # them is acknowledged again, and their late log chunks are still stored.
         self._recent_done: dict[tuple[str, int], str] = {}
         self.wake = threading.Event()
+        self._cond = threading.Condition(self._lock)
+        self._pending = _Pending()
+        self._ticket = 0
+        self._committed = 0
+        self._failed_upto = 0
+        self._committing = False
+        self._job_seq = 0
 
     def set_notifier(self, notify: Notifier) -> None:
         self._notify = notify
@@ -208,77 +232,83 @@ class JobRuntime:
         spec = parse_workflow(document, params, expressions=expressions)
         now = self._ctx.clock.now()
         job_id = self._ctx.ids.new_id("j")
-        with self._lock, self._ctx.store.unit_of_work() as uow:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
             if uow.domains.get(domain) is None:
                 raise NotFound(f"domain {domain!r} does not exist (create it with 'polyfabric domain create')")
-            seq = uow.jobs.next_job_seq()
-            row = {"id": job_id, "seq": seq, "name": spec.name, "domain": domain, "status": "running",
+        with self._lock:
+            self._job_seq = max(self._job_seq, self._stored_job_seq()) + 1
+            row = {"id": job_id, "seq": self._job_seq, "name": spec.name, "domain": domain, "status": "running",
                    "priority": spec.priority, "document": document, "params": params, "flags": {},
                    "submitted_by": principal.actor, "submitted_at": now, "started_at": now, "finished_at": None,
                    "result": None, "error": None}
             run = WorkflowRun(spec, dict(spec.params), expressions=expressions)
-            job = ActiveJob(job_id, spec.name, domain, seq, run, {}, "running")
-            commands = run.handle(Started(), now)
-            uow.jobs.add_job(row)
+            job = ActiveJob(job_id, spec.name, domain, self._job_seq, run, {}, "running")
             self._jobs[job_id] = job
-            try:
-                self._apply(job, commands, now)
-                self._flush(uow, [job], now, [AuditEntry(
-                    actor=principal.actor, action="job.submitted", subject=f"job:{job_id}", domain=domain,
-                    cause="submitted", details={"name": spec.name, "tasks": len(spec.tasks),
-                                                "priority": spec.priority, "params": params})])
-                uow.commit()
-            except BaseException:
-                self._forget(job_id)
-                raise
-        self._after_commit([job])
+            self._apply(job, run.handle(Started(), now), now)
+            ticket = self._stage(now, jobs=[job], new_job=row, audit=[AuditEntry(
+                actor=principal.actor, action="job.submitted", subject=f"job:{job_id}", domain=domain,
+                cause="submitted", details={"name": spec.name, "tasks": len(spec.tasks),
+                                            "priority": spec.priority, "params": params})])
+        self._await(ticket)
         return self.job_summary(job_id)
+
+    def _stored_job_seq(self) -> int:
+        if self._job_seq == 0:
+            with self._ctx.store.unit_of_work(readonly=True) as uow:
+                return uow.jobs.next_job_seq() - 1
+        return self._job_seq
 
     def intervene(self, principal: Principal, job_id: str, action: str, reason: str,
                   priority: int | None = None) -> dict[str, Any]:
         now = self._ctx.clock.now()
-        with self._lock:
-            with self._ctx.store.unit_of_work() as uow:
-                row = uow.jobs.get_job(job_id)
-                if row is None:
-                    raise NotFound(f"no job {job_id!r}")
-                authorize(principal, "job.manage", row["domain"])
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            row = uow.jobs.get_job(job_id)
+            if row is None:
+                raise NotFound(f"no job {job_id!r}")
+            authorize(principal, "job.manage", row["domain"])
+            with self._lock:
                 job = self._jobs.get(job_id)
                 if job is None and action == "retry" and row["status"] in _FINAL_JOB:
                     job = self._revive(uow, row)
-                if job is None:
-                    raise Conflict(f"job {job_id} is {row['status']}: nothing to {action}")
-                event: Any
-                if action == "pause":
-                    event = Pause()
-                elif action == "resume":
-                    event = Resume()
-                elif action == "cancel":
-                    event = Cancel(reason=f"cancelled by {principal.actor}" + (f": {reason}" if reason else ""))
-                elif action == "retry":
-                    event = RetryFailed()
-                elif action == "priority":
-                    if priority is None:
-                        raise ValidationError("set-priority needs a priority")
-                    event = SetPriority(priority)
-                else:
-                    raise ValidationError(f"unknown job action {action!r}")
-                commands = job.run.handle(event, now)
-                if action == "retry":
-                    job.status = "running"
-                    job.job_fields.update(status="running", finished_at=None, result=None, error=None)
-                elif action in ("pause", "resume"):
-                    job.status = "paused" if action == "pause" else "running"
-                    job.job_fields["status"] = job.status
-                elif action == "priority":
-                    job.job_fields["priority"] = priority
-                self._apply(job, commands, now)
-                self._flush(uow, [job], now, [AuditEntry(
-                    actor=principal.actor, action=f"job.{action}", subject=f"job:{job_id}", domain=row["domain"],
-                    cause=reason or f"operator {action}",
-                    details={"priority": priority} if priority is not None else {})])
-                uow.commit()
-            self._after_commit([job])
+        if job is None:
+            raise Conflict(f"job {job_id} is {row['status']}: nothing to {action}")
+        event: Any
+        if action == "pause":
+            event = Pause()
+        elif action == "resume":
+            event = Resume()
+        elif action == "cancel":
+            event = Cancel(reason=f"cancelled by {principal.actor}" + (f": {reason}" if reason else ""))
+        elif action == "retry":
+            event = RetryFailed()
+        elif action == "priority":
+            if priority is None:
+                raise ValidationError("set-priority needs a priority")
+            event = SetPriority(priority)
+        else:
+            raise ValidationError(f"unknown job action {action!r}")
+        with self._lock:
+            commands = job.run.handle(event, now)
+            if action == "retry":
+                job.status = "running"
+                job.job_fields.update(status="running", finished_at=None, result=None, error=None)
+            elif action in ("pause", "resume") and job.status not in _FINAL_JOB:
+                job.status = "paused" if action == "pause" else "running"
+                job.job_fields["status"] = job.status
+            elif action == "priority":
+                job.job_fields["priority"] = priority
+            self._apply(job, commands, now)
+            if action == "priority":
+                for queued in self._queue.values():
+                    if queued.job_id == job_id:
+                        queued.priority = job.run.priority
+                        heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
+            ticket = self._stage(now, jobs=[job], audit=[AuditEntry(
+                actor=principal.actor, action=f"job.{action}", subject=f"job:{job_id}", domain=row["domain"],
+                cause=reason or f"operator {action}",
+                details={"priority": priority} if priority is not None else {})])
+        self._await(ticket)
+        self.wake.set()
         return self.job_summary(job_id)
 
     def _revive(self, uow: UnitOfWork, row: dict[str, Any]) -> ActiveJob:
@@ -420,55 +450,141 @@ class JobRuntime:
             for row in job.rows.values():
                 self._drop(row["id"])
 
-    # -- persistence ------------------------------------------------------------------------
+    # -- persistence: group commit -------------------------------------------------------------
+    #
+    # An operation changes memory under the lock, *stages* what it changed and gets a ticket, then
+    # waits (without the lock) until a commit covers its ticket. The first waiter becomes the
+    # committer: it takes everything staged so far and writes it in ONE transaction, while later
+    # operations stage into the next batch. Under load, batches grow by themselves (Nomad's plan
+    # applier and every database's group commit work the same way). Nothing is acknowledged, and
+    # no lease is handed to an agent, before the commit that holds it.
 
-    def _flush(self, uow: UnitOfWork, jobs: list[ActiveJob], now: float, audit: list[AuditEntry],
-               attempts_new: list[dict[str, Any]] | None = None,
-               attempts_update: list[dict[str, Any]] | None = None) -> None:
-        """Write what changed in these jobs, in the caller's transaction."""
+    def _stage(self, now: float, *, jobs: Iterable[ActiveJob] = (), new_job: dict[str, Any] | None = None,
+               audit: Iterable[AuditEntry] = (), attempts_new: Iterable[dict[str, Any]] = (),
+               attempts_update: Iterable[dict[str, Any]] = (), logs: Iterable[dict[str, Any]] = (),
+               notify: Iterable[str] = (), assignments: Iterable[Assignment] = ()) -> int:
+        """Queue writes for the next commit (caller holds the lock); returns the ticket to await."""
+        batch = self._pending
         for job in jobs:
-            if job.deleted:
-                uow.jobs.delete_tasks(job.deleted)
-            uow.jobs.insert_tasks([job.rows[k] for k in job.new if k in job.rows])
-            updates = [{"id": job.rows[k]["id"], **{c: job.rows[k][c] for c in _TASK_COLUMNS}}
-                       for k in job.dirty - job.new if k in job.rows]
-            uow.jobs.update_tasks(updates)
+            batch.jobs[job.id] = job
+        if new_job is not None:
+            batch.new_jobs.append(new_job)
+        batch.audit.extend(audit)
+        batch.attempts_new.extend(attempts_new)
+        batch.attempts_update.extend(attempts_update)
+        batch.logs.extend(logs)
+        batch.notify.update(notify)
+        batch.assignments.extend(assignments)
+        batch.at = now
+        self._ticket += 1
+        batch.ticket = self._ticket
+        return self._ticket
+
+    def _await(self, ticket: int) -> None:
+        """Return once a commit holds `ticket`; commit it ourselves if nobody is committing."""
+        self._lock.acquire()
+        try:
+            while self._committed < ticket:
+                if self._failed_upto >= ticket:
+                    raise Unavailable("the coordinator could not store this change; try again")
+                if self._committing:
+                    self._cond.wait()
+                    continue
+                batch, self._pending = self._pending, _Pending()
+                work = self._collect(batch)
+                self._committing = True
+                self._lock.release()
+                error: Exception | None = None
+                try:
+                    self._write(work)
+                except Exception as exc:  # the store refused: memory is ahead of it now
+                    error = exc
+                self._lock.acquire()
+                self._committing = False
+                if error is None:
+                    self._committed = batch.ticket
+                    self._after_commit(batch)
+                else:
+                    log.error("commit of %d staged changes failed: %s; reloading state from the store",
+                              batch.ticket - self._committed, error)
+                    self._failed_upto = batch.ticket
+                    self._committed = batch.ticket
+                    self._reload()
+                self._cond.notify_all()
+                if error is not None and ticket <= batch.ticket:
+                    raise Unavailable(f"the coordinator could not store this change ({error}); try again")
+        finally:
+            self._lock.release()
+
+    def _collect(self, batch: _Pending) -> dict[str, Any]:
+        """Copy what a batch writes out of the live rows (caller holds the lock)."""
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        deleted: list[str] = []
+        job_updates: list[tuple[str, dict[str, Any]]] = []
+        events: list[dict[str, Any]] = []
+        audit = list(batch.audit)
+        for job in batch.jobs.values():
+            deleted.extend(job.deleted)
+            inserts.extend(dict(job.rows[k]) for k in job.new if k in job.rows)
+            updates.extend({"id": job.rows[k]["id"], **{c: job.rows[k][c] for c in _TASK_COLUMNS}}
+                           for k in job.dirty - job.new if k in job.rows)
             if job.job_fields:
-                uow.jobs.update_job(job.id, **job.job_fields)
-            uow.jobs.add_events(job.events)
-            if job.status in _FINAL_JOB and job.job_fields.get("finished_at") is not None:
-                audit.append(AuditEntry(actor="system:runtime", action="job.finished", subject=f"job:{job.id}",
-                                        domain=job.domain, cause=f"workflow {job.status}",
-                                        details={"status": job.status}))
-        if attempts_new:
-            uow.jobs.add_attempts(attempts_new)
-        if attempts_update:
-            uow.jobs.update_attempts(attempts_update)
-        uow.audit.append(audit, now)
-
-    def _after_commit(self, jobs: list[ActiveJob]) -> None:
-        for job in jobs:
-            had_events = bool(job.events)
+                job_updates.append((job.id, dict(job.job_fields)))
+                if job.job_fields.get("finished_at") is not None and job.status in _FINAL_JOB:
+                    audit.append(AuditEntry(actor="system:runtime", action="job.finished", subject=f"job:{job.id}",
+                                            domain=job.domain, cause=f"workflow {job.status}",
+                                            details={"status": job.status}))
+            if job.events:
+                events.extend(job.events)
+                batch.notify.add(f"job:{job.id}")
             job.dirty.clear()
             job.new.clear()
             job.deleted.clear()
             job.job_fields.clear()
             job.events.clear()
-            if job.status in _FINAL_JOB:
-                self._forget(job.id)
-            if had_events:
-                self._notify(f"job:{job.id}")
+        return {"new_jobs": batch.new_jobs, "deleted": deleted, "inserts": inserts, "updates": updates,
+                "job_updates": job_updates, "events": events, "attempts_new": batch.attempts_new,
+                "attempts_update": batch.attempts_update, "logs": batch.logs, "audit": audit, "at": batch.at}
 
-    def _rollback(self, jobs: list[ActiveJob]) -> None:
-        """A failed transaction leaves memory ahead of the store: rebuild those jobs from the store."""
-        with self._ctx.store.unit_of_work(readonly=True) as uow:
-            for job in jobs:
+    def _write(self, work: dict[str, Any]) -> None:
+        with self._ctx.store.unit_of_work() as uow:
+            for row in work["new_jobs"]:
+                uow.jobs.add_job(row)
+            uow.jobs.delete_tasks(work["deleted"])
+            uow.jobs.insert_tasks(work["inserts"])
+            uow.jobs.update_tasks(work["updates"])
+            for job_id, fields in work["job_updates"]:
+                uow.jobs.update_job(job_id, **fields)
+            uow.jobs.add_events(work["events"])
+            uow.jobs.add_attempts(work["attempts_new"])
+            uow.jobs.update_attempts(work["attempts_update"])
+            uow.jobs.add_logs(work["logs"])
+            uow.audit.append(work["audit"], work["at"])
+            uow.commit()
+
+    def _after_commit(self, batch: _Pending) -> None:
+        """The batch is durable: hand out its leases, drop finished jobs, wake who waits."""
+        for assignment in batch.assignments:
+            assignment.committed = True
+        for job in batch.jobs.values():
+            if job.status in _FINAL_JOB and not (job.dirty or job.new or job.job_fields):
                 self._forget(job.id)
-                row = uow.jobs.get_job(job.id)
-                if row is not None and row["status"] not in _FINAL_JOB:
-                    revived = self._revive(uow, row)
-                    for task_row in revived.rows.values():
-                        self._restore_row(revived, task_row)
+        for key in batch.notify:
+            self._notify(key)
+
+    def _reload(self) -> None:
+        """After a failed commit: forget everything in memory and rebuild it from the store."""
+        self._jobs.clear()
+        self._queue.clear()
+        self._heap.clear()
+        self._assignments.clear()
+        self._by_node.clear()
+        self._pending = _Pending()
+        try:
+            self.load()
+        except Exception:
+            log.exception("could not reload the job runtime from the store")
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -590,12 +706,16 @@ class JobRuntime:
             attempts: list[dict[str, Any]] = []
             audit: list[AuditEntry] = []
             placed_nodes: set[str] = set()
+            new_assignments: list[Assignment] = []
             for placement in plan.placements:
                 queued = self._queue.pop(placement.task_id)
                 job = self._jobs[queued.job_id]
                 row = job.rows[queued.key]
-                self._assign(Assignment(queued.task_id, job.id, queued.key, queued.attempt, placement.node_id,
-                                        queued.resources, queued.priority, queued.semaphore, job.domain))
+                assignment = Assignment(queued.task_id, job.id, queued.key, queued.attempt, placement.node_id,
+                                        queued.resources, queued.priority, queued.semaphore, job.domain,
+                                        committed=False)
+                self._assign(assignment)
+                new_assignments.append(assignment)
                 row.update(status=S.LEASED.value, node_id=placement.node_id)
                 job.dirty.add(queued.key)
                 job.events.append({"job_id": job.id, "task_id": row["id"], "key": row["key"],
@@ -626,16 +746,9 @@ class JobRuntime:
                 audit.append(AuditEntry(actor="system:scheduler", action="job.placed", subject=f"job:{job.id}",
                                         domain=job.domain, cause="scheduling pass",
                                         details={"placed": count}))
-            try:
-                with self._ctx.store.unit_of_work() as uow:
-                    self._flush(uow, jobs, now, audit, attempts_new=attempts)
-                    uow.commit()
-            except Exception:
-                self._rollback(jobs)
-                raise
-            self._after_commit(jobs)
-        for node_id in placed_nodes:
-            self._notify(f"node:{node_id}")
+            ticket = self._stage(now, jobs=jobs, audit=audit, attempts_new=attempts,
+                                 notify={f"node:{n}" for n in placed_nodes}, assignments=new_assignments)
+        self._await(ticket)
         return len(plan.placements)
 
     # -- the agent side ---------------------------------------------------------------------
@@ -647,7 +760,7 @@ class JobRuntime:
             for a in self._by_node.get(node_id, {}).values():
                 if a.cancel_reason is not None:
                     cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
-                elif a.status == S.LEASED.value:
+                elif a.status == S.LEASED.value and a.committed:
                     job = self._jobs[a.job_id]
                     row = job.rows[a.key]
                     payload = row["payload"]
@@ -686,18 +799,11 @@ class JobRuntime:
                     log_rows.append({"task_id": chunk["task_id"], "attempt": chunk["attempt"],
                                      "stream": chunk["stream"], "offset": chunk["offset"], "data": chunk["data"]})
             jobs = list(touched.values())
+            ticket = 0
             if jobs or attempts or audit or log_rows:
-                try:
-                    with self._ctx.store.unit_of_work() as uow:
-                        self._flush(uow, jobs, now, audit, attempts_update=attempts)
-                        uow.jobs.add_logs(log_rows)
-                        uow.commit()
-                except Exception:
-                    self._rollback(jobs)
-                    raise
-                self._after_commit(jobs)
-                for task_id in {r["task_id"] for r in log_rows}:
-                    self._notify(f"task:{task_id}")
+                ticket = self._stage(now, jobs=jobs, audit=audit, attempts_update=attempts, logs=log_rows,
+                                     notify={f"task:{r['task_id']}" for r in log_rows} | {
+                                         f"task:{a['task_id']}" for a in attempts})
             # Attempts this node runs that are no longer current: tell it to stop them.
             cancels = []
             for item in running:
@@ -707,6 +813,8 @@ class JobRuntime:
                                     "reason": "this attempt is no longer current"})
                 elif a.cancel_reason is not None:
                     cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
+        if ticket:
+            self._await(ticket)
         return {"accepted": accepted, "refused": refused, "cancel": cancels}
 
     def _finished_here(self, task_id: str, attempt: int, node_id: str) -> bool:
@@ -798,15 +906,12 @@ class JobRuntime:
                     commands = job.run.handle(TaskPreempted(a.key, a.attempt, reason=reason), now)
                 job.dirty.add(a.key)
                 self._apply(job, commands, now)
-            jobs = list(touched.values())
-            with self._ctx.store.unit_of_work() as uow:
-                self._flush(uow, jobs, now, [AuditEntry(
-                    actor="system:health", action="task.lost", subject=f"node:{node_id}", cause=reason,
-                    details={"attempts": [{"task": a.task_id, "attempt": a.attempt} for a in lost]})],
-                    attempts_update=attempts)
-                uow.commit()
-            self._after_commit(jobs)
-            return len(lost)
+            ticket = self._stage(now, jobs=list(touched.values()), attempts_update=attempts, audit=[AuditEntry(
+                actor="system:health", action="task.lost", subject=f"node:{node_id}", cause=reason,
+                details={"attempts": [{"task": a.task_id, "attempt": a.attempt} for a in lost]})])
+        self._await(ticket)
+        self.wake.set()
+        return len(lost)
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from polyfabric.store.tables import job_events, jobs, limits, semaphores, task_attempts, task_logs, tasks
@@ -19,10 +19,36 @@ __all__ = ["SqlJobRepository"]
 ACTIVE_JOB_STATES = ("pending", "running", "paused")
 
 
-def _insert_ignore(conn: Connection, table: sa.Table) -> Any:
-    if conn.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing()
-    return sqlite.insert(table).on_conflict_do_nothing()
+def _json_columns(table: sa.Table) -> frozenset[str]:
+    return frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
+
+
+_JSON = {t.name: _json_columns(t) for t in (tasks, task_attempts, job_events, task_logs)}
+
+
+def _raw_many(conn: Connection, sql_of: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """executemany straight through the driver: the hot paths write thousands of rows a second,
+    and SQLAlchemy's per-row parameter processing would cost more than the database itself.
+    `sql_of(param)` builds the statement given a function that renders one named parameter."""
+    if not rows:
+        return
+    pg = conn.dialect.name == "postgresql"
+    json_cols = _JSON[table.name]
+
+    def param(name: str) -> str:
+        if pg:
+            return f"%({name})s::json" if name in json_cols else f"%({name})s"
+        return f":{name}"
+
+    if json_cols:
+        rows = [{k: (orjson.dumps(v).decode() if k in json_cols and v is not None else v) for k, v in row.items()}
+                for row in rows]
+    conn.exec_driver_sql(sql_of(param), rows)  # type: ignore[arg-type]
+
+
+def _q(column: str) -> str:
+    """Quote a column name (`key` and `offset` are reserved words somewhere)."""
+    return f'"{column}"'
 
 
 class SqlJobRepository:
@@ -72,16 +98,16 @@ class SqlJobRepository:
 
     def insert_tasks(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._conn.execute(tasks.insert(), rows)
+            columns = list(rows[0])
+            _raw_many(self._conn, lambda p: f"INSERT INTO tasks ({', '.join(_q(c) for c in columns)}) "
+                      f"VALUES ({', '.join(p(c) for c in columns)})", tasks, rows)
 
     def update_tasks(self, rows: list[dict[str, Any]]) -> None:
         """Batch update by task id; every row must carry the same columns."""
-        if not rows:
-            return
-        columns = [k for k in rows[0] if k != "id"]
-        stmt = tasks.update().where(tasks.c.id == sa.bindparam("b_id")).values(
-            **{c: sa.bindparam(f"b_{c}") for c in columns})
-        self._conn.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+        if rows:
+            columns = [k for k in rows[0] if k != "id"]
+            _raw_many(self._conn, lambda p: f"UPDATE tasks SET {', '.join(f'{_q(c)} = {p(c)}' for c in columns)} "
+                      f"WHERE id = {p('id')}", tasks, rows)
 
     def delete_tasks(self, task_ids: list[str]) -> None:
         if task_ids:
@@ -106,18 +132,20 @@ class SqlJobRepository:
 
     def add_attempts(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._conn.execute(_insert_ignore(self._conn, task_attempts), rows)
+            columns = list(rows[0])
+            _raw_many(self._conn, lambda p: f"INSERT INTO task_attempts ({', '.join(columns)}) "
+                      f"VALUES ({', '.join(p(c) for c in columns)}) ON CONFLICT DO NOTHING", task_attempts, rows)
 
     def update_attempts(self, rows: list[dict[str, Any]]) -> None:
-        """Batch update by (task_id, attempt); every row must carry the same columns."""
-        if not rows:
-            return
-        columns = [k for k in rows[0] if k not in ("task_id", "attempt")]
-        stmt = (task_attempts.update()
-                .where(task_attempts.c.task_id == sa.bindparam("b_task_id"))
-                .where(task_attempts.c.attempt == sa.bindparam("b_attempt"))
-                .values(**{c: sa.bindparam(f"b_{c}") for c in columns}))
-        self._conn.execute(stmt, [{f"b_{k}": v for k, v in row.items()} for row in rows])
+        """Batch update by (task_id, attempt); rows may carry different columns."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row in rows:
+            groups.setdefault(tuple(row), []).append(row)
+        for keys, group in groups.items():
+            columns = [k for k in keys if k not in ("task_id", "attempt")]
+            _raw_many(self._conn, lambda p, cols=columns: f"UPDATE task_attempts SET "
+                      f"{', '.join(f'{c} = {p(c)}' for c in cols)} "
+                      f"WHERE task_id = {p('task_id')} AND attempt = {p('attempt')}", task_attempts, group)
 
     def attempts_of(self, task_id: str) -> list[dict[str, Any]]:
         query = sa.select(task_attempts).where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.attempt)
@@ -127,7 +155,9 @@ class SqlJobRepository:
 
     def add_logs(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._conn.execute(_insert_ignore(self._conn, task_logs), rows)
+            columns = list(rows[0])
+            _raw_many(self._conn, lambda p: f"INSERT INTO task_logs ({', '.join(_q(c) for c in columns)}) "
+                      f"VALUES ({', '.join(p(c) for c in columns)}) ON CONFLICT DO NOTHING", task_logs, rows)
 
     def logs(self, task_id: str, *, attempt: int | None, after_seq: int, limit: int) -> list[dict[str, Any]]:
         query = (sa.select(task_logs).where(task_logs.c.task_id == task_id).where(task_logs.c.seq > after_seq)
@@ -138,7 +168,9 @@ class SqlJobRepository:
 
     def add_events(self, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self._conn.execute(job_events.insert(), rows)
+            columns = list(rows[0])
+            _raw_many(self._conn, lambda p: f"INSERT INTO job_events ({', '.join(_q(c) for c in columns)}) "
+                      f"VALUES ({', '.join(p(c) for c in columns)})", job_events, rows)
 
     def events(self, job_id: str, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
         query = (sa.select(job_events).where(job_events.c.job_id == job_id).where(job_events.c.seq > after_seq)
