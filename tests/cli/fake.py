@@ -88,6 +88,7 @@ class FakeCoordinator:
         self.semaphores: dict[str, dict[str, Any]] = {}
         self.requests: list[tuple[str, str, dict[str, str]]] = []
         self.seq = 0
+        self.held: list[tuple[_Job, Any]] = []
         self._procs: dict[tuple[str, int], subprocess.Popen[str]] = {}
         self._threads: list[threading.Thread] = []
         self._workdir = Path(tempfile.mkdtemp(prefix="pf-fake-"))
@@ -343,10 +344,11 @@ class FakeCoordinator:
                 fields["status"] = "running"  # the engine does not know leased/running
             self._record(job, rec.key, **fields)
         for command in commands:
-            if isinstance(command, EnqueueTask) and self.auto_run:
-                thread = threading.Thread(target=self._execute, args=(job, command.instance), daemon=True)
-                self._threads.append(thread)
-                thread.start()
+            if isinstance(command, EnqueueTask):
+                if self.auto_run:
+                    self._start(job, command.instance)
+                else:
+                    self.held.append((job, command.instance))
             elif isinstance(command, CancelTasks):
                 for key in command.keys:
                     t = job.tasks[key]
@@ -362,6 +364,19 @@ class FakeCoordinator:
                 job.result = command.result
                 job.finished_at = time.time()
         self.cond.notify_all()
+
+    def _start(self, job: _Job, instance: Any) -> None:
+        thread = threading.Thread(target=self._execute, args=(job, instance), daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def release(self) -> None:
+        """Run what was queued while `auto_run` was off (and run at once from now on)."""
+        with self.cond:
+            self.auto_run = True
+            held, self.held = self.held, []
+            for job, instance in held:
+                self._start(job, instance)
 
     def _finish(self, job: _Job, key: str, attempt: int, status: str, result: Any, error: str | None,
                 exit_code: int | None) -> None:

@@ -14,15 +14,26 @@ OK = """
     params: {n: 3}
     tasks:
       split:
-        command: [python3, -c, "import json,os; json.dump(list(range({{ params.n }})), open(os.environ['POLYFABRIC_RESULT'],'w'))"]
+        command:
+          - python3
+          - -c
+          - "import json,os; json.dump(list(range({{ params.n }})), open(os.environ['POLYFABRIC_RESULT'],'w'))"
       square:
         depends_on: [split]
         foreach: tasks.split.result
-        command: [python3, -c, "import json,os; print('item {{ item }}'); json.dump({{ item }} ** 2, open(os.environ['POLYFABRIC_RESULT'],'w'))"]
+        command:
+          - python3
+          - -c
+          - >-
+            import json,os; print('item {{ item }}');
+            json.dump({{ item }} ** 2, open(os.environ['POLYFABRIC_RESULT'],'w'))
       total:
         depends_on: [square]
         env: {XS: "{{ tasks.square.result }}"}
-        command: [python3, -c, "import json,os; json.dump(sum(json.loads(os.environ['XS'])), open(os.environ['POLYFABRIC_RESULT'],'w'))"]
+        command:
+          - python3
+          - -c
+          - "import json,os; json.dump(sum(json.loads(os.environ['XS'])), open(os.environ['POLYFABRIC_RESULT'],'w'))"
 """
 
 FAILS = """
@@ -57,8 +68,9 @@ def test_run_takes_the_tokens_only_domain_and_refuses_to_guess_between_several(c
 
     fake.domains = ["a", "b"]
     result = cli("run", workflow(OK))
-    assert result.exit_code == 1
-    assert result.stderr.strip() == "Error: this token may submit to a, b: name the domain (--domain or POLYFABRIC_DOMAIN)"
+    assert result.exit_code == 2
+    assert result.stderr.strip() == ("Error: this token may submit to a, b: name the domain to submit to: "
+                                     "pass --domain (or set POLYFABRIC_DOMAIN)")
     assert len(fake.jobs) == 1
 
 

@@ -1,11 +1,18 @@
-"""The agent's composition root and main loop: join (or reconnect), then heartbeat until stopped.
+"""The agent's composition root and main loop: join (or reconnect), then heartbeat and run tasks until stopped.
 
 Start-up: load or create the node key; detect capacity; if this data dir has joined before, say
 hello (a restarted agent is the same node and needs no join token); otherwise register with the
 join token. Then heartbeat every interval (jittered) with telemetry and the latest health check
 results; health checks run on their own thread so a slow owner script never delays a heartbeat.
-When the coordinator is unreachable the agent keeps trying (backoff up to 2 s) and resumes by
-itself. Exit codes: 0 stopped by a signal, 2 refused at join (bad token, name taken), 3 revoked.
+Next to the heartbeat, the task runner (polyfabric.agent.runner) takes leases and reports on its
+own two threads and connections. When the coordinator is unreachable the agent keeps trying
+(backoff up to 2 s), running tasks go on, and it resumes by itself.
+
+Stopping (SIGTERM/SIGINT): no new leases are taken; running tasks get `stop_grace_s` to finish,
+then are stopped (process group SIGTERM, SIGKILL after `kill_grace_s`) and handed back; pending
+reports are delivered (up to `report_flush_s`); heartbeats go on meanwhile so the node does not
+look dead while it drains. Exit codes: 0 stopped by a signal, 2 refused at join (bad token, name
+taken), 3 revoked.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ from typing import Any
 from polyfabric import __version__
 from polyfabric.agent import fingerprint, health, telemetry
 from polyfabric.agent.identity import NodeIdentity, load_or_create
+from polyfabric.agent.runner import Outbox, Sync, TaskRunner
 from polyfabric.agent.settings import AgentSettings
 from polyfabric.client import AgentClient, ApiError, CoordinatorUnreachable
+from polyfabric.domain.resources import Resources
 from polyfabric.observability import configure_logging
 
 __all__ = ["Agent", "AgentRefused", "run"]
@@ -54,11 +63,18 @@ class Agent:
         self._health: list[dict[str, Any]] | None = None
         self._health_lock = threading.Lock()
         self._rng = random.Random()
+        self.capacity: Resources | None = None
+        self.runner: TaskRunner | None = None
+        self.sync: Sync | None = None
+        self._task_clients: list[AgentClient] = []
+        self._drained = threading.Event()  # set once the tasks are drained after a stop
+        self._abort = False  # stopping because of an error: do not wait for tasks
 
     # -- joining ----------------------------------------------------------------------------
 
     def declaration(self) -> dict[str, Any]:
         detected = fingerprint.detect(self.settings.data_dir, self.settings.overrides)
+        self.capacity = Resources.from_dict(detected["capacity"])
         return {
             "name": self.settings.name,
             "labels": self.settings.labels,
@@ -149,13 +165,83 @@ class Agent:
                 if self.stop_event.wait(min(0.25 * 2 ** min(failures, 4), 2.0)):
                     raise
 
+    # -- tasks -----------------------------------------------------------------------------
+
+    def start_tasks(self) -> None:
+        """Start the task runner and its lease and report loops (after joining: capacity is known)."""
+        capacity = self.capacity or Resources(slots=1)
+        outbox = Outbox()
+        self.runner = TaskRunner(data_dir=self.settings.data_dir, slots=capacity.slots, capacity=capacity,
+                                 outbox=outbox, pythonpath=self.settings.pythonpath,
+                                 kill_grace_s=self.settings.kill_grace_s).start()
+        sign = self.identity.sign_headers
+        lease_client = AgentClient(self.settings.coordinator, sign, timeout=self.settings.lease_wait_s + 10.0)
+        report_client = AgentClient(self.settings.coordinator, sign)
+        self._task_clients = [lease_client, report_client]
+        self.sync = Sync(self.runner, outbox, lease_client, report_client,
+                         lease_wait_s=self.settings.lease_wait_s).start()
+        threading.Thread(target=self._drain_when_stopped, name="pf-drain", daemon=True).start()
+        log.info("running tasks in %d slot(s)", capacity.slots)
+
+    def _drain_when_stopped(self) -> None:
+        self.stop_event.wait()
+        try:
+            self.drain_tasks()
+        except Exception:
+            log.exception("stopping the tasks failed")
+        finally:
+            self._drained.set()
+
+    def drain_tasks(self) -> None:
+        """Take no more leases, let running tasks finish (or stop them), deliver the reports, clean up."""
+        runner, sync = self.runner, self.sync
+        if runner is None or sync is None:
+            return
+        runner.stop_accepting()
+        sync.stop_leasing()
+        grace = 0.0 if self._abort else self.settings.stop_grace_s
+        busy = len(runner.running())
+        if busy and grace > 0:
+            log.info("waiting up to %.1fs for %d running task(s) to finish", grace, busy)
+        if not runner.wait_idle(grace):
+            stopped = runner.interrupt_all()
+            log.info("stopping %d running task(s) (they go back to the queue)", stopped)
+            runner.wait_idle(self.settings.kill_grace_s + 5.0)
+        flush = 1.0 if self._abort else self.settings.report_flush_s
+        if not sync.flush(flush):
+            log.warning("could not deliver every report before stopping")
+        sync.stop()
+        runner.close()
+        sync.poller.join(0.2)
+        lease_client, report_client = self._task_clients
+        report_client.close()
+        if not sync.poller.alive:  # else it is inside a long-poll: the process exit ends that
+            lease_client.close()
+
+    # -- the main loop ---------------------------------------------------------------------
+
     def run(self) -> int:
         self.join_with_retry()
         threading.Thread(target=self._health_loop, name="pf-health", daemon=True).start()
+        self.start_tasks()
+        try:
+            self._heartbeat_loop()
+        except BaseException:
+            self._abort = True
+            raise
+        finally:
+            self.stop_event.set()
+            self._drained.wait(self.settings.stop_grace_s + self.settings.kill_grace_s
+                               + self.settings.report_flush_s + 15.0)
+            self.client.close()
+        return 0
+
+    def _heartbeat_loop(self) -> None:
+        """Heartbeat until the tasks are drained after a stop (so the node stays alive while it drains)."""
         seq = 0
         failures = 0
         next_beat = time.monotonic()
-        while not self.stop_event.is_set():
+        while not self._drained.is_set():
             seq += 1
             try:
                 self.heartbeat_once(seq)
@@ -172,15 +258,12 @@ class Agent:
                 if exc.status == 404 and self.settings.join_token:
                     self.join()
                     continue
-                if exc.is_retryable:
-                    failures += 1
-                    delay = min(0.25 * 2 ** min(failures, 4), 2.0)
-                    continue
-                raise self._refusal(exc) from None
+                if not exc.is_retryable:
+                    raise self._refusal(exc) from None
+                failures += 1
+                delay = min(0.25 * 2 ** min(failures, 4), 2.0)
             next_beat = max(next_beat + delay, time.monotonic())
-            self.stop_event.wait(max(0.0, next_beat - time.monotonic()))
-        self.client.close()
-        return 0
+            self._drained.wait(max(0.0, next_beat - time.monotonic()))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

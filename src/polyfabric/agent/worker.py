@@ -23,6 +23,7 @@ stays small.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -93,8 +94,8 @@ def _call(request: dict[str, Any], home: str, max_result: int) -> bytes:
             except (TypeError, ValueError) as exc:
                 return orjson.dumps({"ok": False, "error": f"the function's result is not JSON: {exc}"})
         if len(body) > max_result:
-            return orjson.dumps({"ok": False,
-                                 "error": f"the function's result is too large ({len(body)} bytes; at most {max_result})"})
+            error = f"the function's result is too large ({len(body)} bytes; at most {max_result})"
+            return orjson.dumps({"ok": False, "error": error})
         return b'{"ok":true,"result":' + body + b"}"
     finally:
         try:
@@ -110,10 +111,8 @@ def _call(request: dict[str, Any], home: str, max_result: int) -> bytes:
                     os.environ[name] = value
         sys.path[:] = path_before
         tempfile.tempdir = tempdir_before
-        try:
+        with contextlib.suppress(OSError):
             os.chdir(home)
-        except OSError:
-            pass
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -128,10 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     ctl_in, ctl_out, max_result = int(argv[0]), int(argv[1]), int(argv[2])
     home = os.getcwd()
     for stream in (sys.stdout, sys.stderr):
-        try:
+        with contextlib.suppress(AttributeError, ValueError):
             stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
-        except (AttributeError, ValueError):
-            pass
     requests = os.fdopen(ctl_in, "rb")
     _write_all(ctl_out, orjson.dumps({"ready": os.getpid()}) + b"\n")
     for line in requests:

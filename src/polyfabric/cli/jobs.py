@@ -35,6 +35,7 @@ __all__ = [
     "EXIT_TIMEOUT",
     "LogPrinter",
     "compact",
+    "done_of",
     "duration_of",
     "exit_code_for",
     "job",
@@ -93,13 +94,18 @@ def duration_of(item: dict[str, Any]) -> str:
     return age(max(0.0, end - start))
 
 
+def done_of(job: dict[str, Any]) -> tuple[int, int]:
+    """(task instances finished, all task instances) from a JobOut's counts."""
+    counts = job.get("counts") or {}
+    total = job.get("total")
+    return (sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES),
+            int(total if total is not None else sum(counts.values())))
+
+
 def progress_line(job: dict[str, Any]) -> str:
     """'12/40 done (succeeded 10, failed 2); running 4, waiting 24'."""
     counts: dict[str, int] = {k: v for k, v in (job.get("counts") or {}).items() if v}
-    total = job.get("total")
-    if total is None:
-        total = sum(counts.values())
-    done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES)
+    done, total = done_of(job)
     finished = ", ".join(f"{s} {counts[s]}" for s in TASK_STATUSES if s in TERMINAL_TASK_STATUSES and s in counts)
     open_ = ", ".join(f"{s} {counts[s]}" for s in TASK_STATUSES if s not in TERMINAL_TASK_STATUSES and s in counts)
     others = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()) if s not in TASK_STATUSES)
@@ -110,7 +116,7 @@ def progress_line(job: dict[str, Any]) -> str:
 
 def _job_rows(jobs: list[dict[str, Any]]) -> str:
     return table([
-        (j["id"], j.get("name"), j.get("domain"), j.get("status"), progress_line(j).split(" (")[0].split(";")[0],
+        (j["id"], j.get("name"), j.get("domain"), j.get("status"), "{}/{} done".format(*done_of(j)),
          j.get("priority"), when(j.get("submitted_at")), j.get("submitted_by"))
         for j in jobs
     ], ["ID", "NAME", "DOMAIN", "STATUS", "PROGRESS", "PRIORITY", "SUBMITTED", "BY"])
@@ -146,9 +152,13 @@ def _job_header(j: dict[str, Any]) -> list[str]:
 
 def render_result(r: dict[str, Any], header: bool = True) -> str:
     lines = [f"job {r.get('job_id')} {r.get('status')}"] if header else []
-    lines.append("result:")
-    lines.extend("  " + line for line in json.dumps(r.get("result"), indent=2, sort_keys=True,
-                                                    default=str).splitlines())
+    short = compact(r.get("result"), None)
+    if len(short) <= 100:
+        lines.append(f"result: {short}")
+    else:
+        lines.append("result:")
+        lines.extend("  " + line for line in json.dumps(r.get("result"), indent=2, sort_keys=True,
+                                                        default=str).splitlines())
     tasks = r.get("tasks") or {}
     if tasks:
         lines.append("tasks:")
@@ -291,8 +301,8 @@ def job_logs(job_id: str, task_key: str | None, url: str | None, token: str | No
             if not _matches(t, task_key):
                 continue
             found = True
-            if not t.get("attempt"):
-                continue  # never ran (or a foreach task's own record)
+            if not t.get("attempt") or t.get("is_group"):
+                continue  # never ran, or a foreach task's own record
             for chunk in client.follow_logs(t["id"], attempt=t.get("attempt")):
                 printer.write(chunk, prefix=t["key"])
             printer.flush()

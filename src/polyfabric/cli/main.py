@@ -100,12 +100,18 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
               help="Owner's health check: exit 0 = healthy; its last output line is the message.")
 @click.option("--health-interval", type=float, default=10.0, show_default=True)
 @click.option("--heartbeat-interval", type=float, default=None, help="Override the coordinator's interval.")
+@click.option("--pythonpath", "pythonpath", multiple=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A directory function tasks are imported from (repeatable; searched in order, first).")
+@click.option("--kill-grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="Seconds between SIGTERM and SIGKILL when a task is stopped (timeout, cancel, shutdown).")
+@click.option("--stop-grace", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="On SIGTERM, seconds running tasks may go on before they are stopped and handed back.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def agent(coordinator: str, join_token: str | None, name: str | None, labels: str | None, data_dir: Path,
           cpu: str | None, memory: str | None, disk: str | None, gpus: str | None, slots: str | None,
           health_script: Path | None, health_interval: float, heartbeat_interval: float | None,
-          log_level: str) -> None:
-    """Run a node agent: join the fabric with this machine's own key and report its health."""
+          pythonpath: tuple[Path, ...], kill_grace: float, stop_grace: float, log_level: str) -> None:
+    """Run a node agent: join the fabric with this machine's own key, report its health and run tasks."""
     from polyfabric.agent.main import run
     from polyfabric.agent.settings import AgentSettings
 
@@ -113,7 +119,9 @@ def agent(coordinator: str, join_token: str | None, name: str | None, labels: st
                                    "slots": slots}.items() if v is not None}
     settings = AgentSettings(coordinator=coordinator, data_dir=data_dir.resolve(), join_token=join_token,
                              labels=_labels(labels), overrides=overrides, health_script=health_script,
-                             health_interval_s=health_interval, heartbeat_interval_s=heartbeat_interval)
+                             health_interval_s=health_interval, heartbeat_interval_s=heartbeat_interval,
+                             pythonpath=[p.resolve() for p in pythonpath], kill_grace_s=kill_grace,
+                             stop_grace_s=stop_grace)
     if name:
         settings.name = name
     sys.exit(run(settings, log_level=log_level))

@@ -23,6 +23,7 @@ import yaml
 from polyfabric.cli.jobs import (
     EXIT_INVALID,
     EXIT_TIMEOUT,
+    done_of,
     exit_code_for,
     open_jobs,
     parse_timeout,
@@ -31,7 +32,14 @@ from polyfabric.cli.jobs import (
     timeout_option,
 )
 from polyfabric.cli.output import client_options, emit, handle_errors
-from polyfabric.client.jobs import TERMINAL_TASK_STATUSES, JobsClient, WaitTimeout, WorkflowRejected
+from polyfabric.client.jobs import (
+    TERMINAL_JOB_STATUSES,
+    TERMINAL_TASK_STATUSES,
+    DomainNeeded,
+    JobsClient,
+    WaitTimeout,
+    WorkflowRejected,
+)
 
 __all__ = ["WatchView", "load_workflow_file", "parse_params", "run", "watch_job"]
 
@@ -52,12 +60,18 @@ def load_workflow_file(path: str) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
+        mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
         where = f"{shown}:{mark.line + 1}:{mark.column + 1}" if mark is not None else shown
-        what = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        what = exc.problem or "invalid YAML"
+        if exc.context:
+            what += f" ({exc.context}" + (f" at line {context.line + 1}, column {context.column + 1}"
+                                          if context is not None and context is not mark else "") + ")"
         click.echo(f"Error: {where}: YAML syntax error: {what}", err=True)
-        if mark is not None and mark.get_snippet():
-            click.echo(mark.get_snippet(), err=True)
+        for candidate in (mark, context):
+            snippet = candidate.get_snippet() if candidate is not None else None
+            if snippet and snippet.strip() != "^":
+                click.echo(snippet, err=True)
+                break
         sys.exit(EXIT_INVALID)
     except yaml.YAMLError as exc:
         click.echo(f"Error: {shown}: YAML syntax error: {exc}", err=True)
@@ -121,11 +135,8 @@ class WatchView:
     def counts(self) -> tuple[int, int, int, int]:
         """(done, total, running, failed) from the job's own counts."""
         counts = self.job.get("counts") or {}
-        total = self.job.get("total")
-        if total is None:
-            total = sum(counts.values())
-        done = sum(n for s, n in counts.items() if s in TERMINAL_TASK_STATUSES)
-        return done, int(total), counts.get("running", 0) + counts.get("leased", 0), counts.get("failed", 0)
+        done, total = done_of(self.job)
+        return done, total, counts.get("running", 0) + counts.get("leased", 0), counts.get("failed", 0)
 
     def lines(self, max_tasks: int) -> list[tuple[str, str, str]]:
         """(mark, text, style) per task line: running tasks first, then the latest finished."""
@@ -201,8 +212,9 @@ def watch_job(client: JobsClient, job_id: str, timeout: float | None, *, live: b
         for page in client.watch(job_id, timeout=timeout):
             for event in view.update(page):
                 click.echo(_event_line(event))
-            if view.job.get("status") != last_status:
-                last_status = view.job.get("status")
+            status = view.job.get("status")
+            if status != last_status and status not in TERMINAL_JOB_STATUSES:  # the end is printed by the caller
+                last_status = status
                 click.echo(f"job {job_id} {last_status}: {progress_line(view.job)}")
         return view.job
 
@@ -247,6 +259,9 @@ def run(file: str, params: tuple[str, ...], domain: str | None, wait: bool, watc
             created = client.submit(doc, overrides, domain)
         except WorkflowRejected as exc:
             click.echo(f"Error: {exc.message}", err=True)
+            sys.exit(EXIT_INVALID)
+        except DomainNeeded as exc:
+            click.echo(f"Error: {exc.message}: pass --domain (or set POLYFABRIC_DOMAIN)", err=True)
             sys.exit(EXIT_INVALID)
         job_id = created["id"]
         if not waiting:

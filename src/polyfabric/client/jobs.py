@@ -23,6 +23,7 @@ __all__ = [
     "TASK_STATUSES",
     "TERMINAL_JOB_STATUSES",
     "TERMINAL_TASK_STATUSES",
+    "DomainNeeded",
     "JobsClient",
     "WaitTimeout",
     "WorkflowRejected",
@@ -48,6 +49,10 @@ class WorkflowRejected(ApiError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(status, code, message)
         self.problems = _problems(message)
+
+
+class DomainNeeded(ClientError):
+    """No domain was named and the token does not have exactly one."""
 
 
 class WaitTimeout(ClientError):
@@ -113,7 +118,7 @@ class JobsClient(ApiClient):
         if len(granted) == 1 and granted[0] != "*":
             return granted[0]
         known = "any domain" if "*" in granted else ", ".join(granted) or "no domain"
-        raise ClientError(f"this token may submit to {known}: name the domain (--domain or POLYFABRIC_DOMAIN)")
+        raise DomainNeeded(f"this token may submit to {known}: name the domain to submit to")
 
     def list(self, status: str | None = None, domain: str | None = None, limit: int | None = None,
              after: str | None = None) -> Dicts:
@@ -169,7 +174,7 @@ class JobsClient(ApiClient):
         deadline = None if timeout is None else self._clock() + timeout
         wait_s = 0.0
         while True:
-            asked = self._clock()
+            asked, asked_wait = self._clock(), wait_s
             page = self.events(job_id, after=after, wait_s=wait_s)
             yield page
             job = page["job"]
@@ -180,10 +185,11 @@ class JobsClient(ApiClient):
             now = self._clock()
             if deadline is not None and now >= deadline:
                 raise WaitTimeout(job, timeout or 0.0)
-            wait_s = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - now))
-            if not page["events"] and wait_s and now - asked < min(1.0, wait_s / 2):
-                # An answer with nothing new that came back early: do not spin on it.
+            if not page["events"] and asked_wait and now - asked < min(1.0, asked_wait / 2):
+                # Nothing new, and back well before the wait we asked for: do not spin on it.
                 self._sleep(min(1.0, deadline - now if deadline is not None else 1.0))
+                now = self._clock()
+            wait_s = LONG_POLL_S if deadline is None else max(0.0, min(LONG_POLL_S, deadline - now))
 
     def wait(self, job_id: str, timeout: float | None = None,
              on_event: Callable[[Dict], None] | None = None) -> Dict:

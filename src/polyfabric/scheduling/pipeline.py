@@ -98,6 +98,7 @@ class _Class:
         "fresh",
         "gone",
         "later",
+        "need",
         "not_now",
         "ok",
         "pool",
@@ -106,7 +107,6 @@ class _Class:
         "score",
         "seen",
         "spent_at",
-        "stale",
         "step",
         "stop",
         "summary",
@@ -117,12 +117,12 @@ class _Class:
         self.rep = rep  # any member: CLASS and CYCLE plugins answer the same for all of them
         self.ok: dict[str, Verdict | bool] = {}  # node id -> True or the CLASS refusal (group-wide)
         self.gone: set[str] = set()  # nodes that refused the class since (CYCLE): never asked again
+        self.need: Resources | None = None  # what `requires` hints say a node must have free
         self.fresh, self.stop, self.step = fresh, stop, step  # the walk over never-seen nodes
         self.seen: list[NodeView] = []  # passed the CLASS filters and has not been refused since
         self.pos: dict[str, int] = {}  # node id -> index in `seen`
         self.cursor = 0  # round-robin position in `seen`, once the walk is done
         self.pool: dict[str, NodeView] = {}  # current candidates (at most k after trimming)
-        self.stale: list[str] = []  # candidates whose node changed since they were scored
         self.ver: dict[str, int] = {}  # node id -> node version when last checked
         self.score: dict[str, tuple[float, int]] = {}  # node id -> (weighted score, -rank)
         self.exhausted = False
@@ -186,7 +186,6 @@ class _Pass:
         self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
         self.nominators = [w.scorer.nominate for w in profile.scorers
                            if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))]
-        self.watchers: dict[str, set[_Class]] = {}  # node id -> classes holding it as a candidate
         self.hints: list[Callable[[TaskRequest], Resources]] = [
             f.requires for f in keyed[: len(by_scope[Scope.CLASS]) + len(by_scope[Scope.CYCLE])]
             if callable(getattr(f, "requires", None))
@@ -224,10 +223,13 @@ class _Pass:
             usable = [node for node in usable if node.id not in self.dead]
         self.order = profile.node_order
         # Best fit walks from the tightest fit outwards, so what lies ahead scored worse at the
-        # start; the other orders explore one more node per task, which keeps spreading going.
-        self.explore = 0 if self.order is NodeOrder.BEST_FIT else 1
+        # start; the other orders look at k more nodes per task (Nomad's window), which keeps
+        # candidates fresh as the chosen nodes fill up.
+        self.explore = 0 if self.order is NodeOrder.BEST_FIT else self.k
+        self.rng = rng
+        self.usable = len(usable)
         if self.order is NodeOrder.RANDOM:
-            self.walk = usable
+            self.walk = usable + usable  # each class starts at its own offset and wraps around
             self.walk_keys: list[tuple[int, int, int]] = []
         else:
             keyed_nodes = []
@@ -284,7 +286,7 @@ class _Pass:
                 node_id = node.id
                 cycle.commit(task, node_id)
                 placements.append(Placement(task.task_id, node_id, task.resources))
-                self._changed(node_id)
+                self._mark_dead(node_id)
                 continue
             if cs.exhausted:
                 if cs.summary is None:
@@ -302,7 +304,7 @@ class _Pass:
             "tasks": len(ordered),
             "classes": len(classes),
             "nodes": len(self.shuffled),
-            "usable_nodes": len(self.walk),
+            "usable_nodes": self.usable,
             "class_checks": self.n_class_checks,
             "cycle_checks": self.n_cycle_checks,
             "explained_nodes": self.n_explained,
@@ -315,15 +317,8 @@ class _Pass:
                     MappingProxyType(stats))
 
     def _new_class(self, task: TaskRequest) -> _Class:
-        count = len(self.walk)
-        start = 0
-        if self.hints and self.order is not NodeOrder.RANDOM:
-            need = self._need(task)
-            start = bisect_left(self.walk_keys, (need.gpus, need.cpu_millis, -1))
-        if self.order is NodeOrder.WORST_FIT:
-            cs = _Class(task, count - 1, start - 1, -1)
-        else:
-            cs = _Class(task, start, count, 1)
+        cs = self._walk_for(task)
+        cs.need = self._need(task) if self.hints else None
         group = self.group_key(task)
         ok = self.groups.get(group)
         if ok is None:
@@ -331,13 +326,20 @@ class _Pass:
         cs.ok = ok
         return cs
 
-    def _changed(self, node_id: str) -> None:
-        """A node's tallies grew: tell the classes holding it as a candidate, check if it is dead."""
-        watchers = self.watchers.get(node_id)
-        if watchers:
-            for cs in watchers:
-                cs.stale.append(node_id)
-        self._mark_dead(node_id)
+    def _walk_for(self, task: TaskRequest) -> _Class:
+        """A class with its walk: from the tightest fit up (best fit), from the emptiest node down
+        to the tightest fit (worst fit), or once around from a random offset (random)."""
+        count = self.usable
+        if self.order is NodeOrder.RANDOM:
+            offset = self.rng.randrange(count) if count else 0
+            return _Class(task, offset, offset + count, 1)
+        start = 0
+        if self.hints:
+            need = self._need(task)
+            start = bisect_left(self.walk_keys, (need.gpus, need.cpu_millis, -1))
+        if self.order is NodeOrder.WORST_FIT:
+            return _Class(task, count - 1, start - 1, -1)
+        return _Class(task, start, count, 1)
 
     def _mark_dead(self, node_id: str) -> None:
         """Mark the node dead if no pending task could fit on it any more."""
@@ -357,39 +359,47 @@ class _Pass:
     # -- candidates ------------------------------------------------------------------------------
 
     def _pick(self, cs: _Class) -> NodeView | None:
-        """The class's best candidate now, or None when every node refuses it."""
+        """The class's best candidate now, or None when every node refuses it.
+
+        Candidates keep the score they had when last checked; only the one about to be chosen
+        is re-checked if its node changed since (refused: it leaves, the pool is topped up).
+        """
         if cs.exhausted:
             return None
         pool = cs.pool
-        if cs.stale:
-            versions = self.versions
-            ver = cs.ver
-            for nid in cs.stale:
-                node = pool.get(nid)
-                if node is not None and ver[nid] != versions.get(nid, 0):
-                    self._recheck(cs, node)  # a refused node also leaves the pool
-            cs.stale.clear()
-        wanted = max(self.explore, self.k - len(pool))
-        watchers = self.watchers
-        while wanted > 0:
-            node = self._explore(cs)
-            if node is None:
-                break
-            nid = node.id
-            pool[nid] = node
-            held = watchers.get(nid)
-            if held is None:
-                watchers[nid] = {cs}
-            else:
-                held.add(cs)
-            wanted -= 1
-        if not pool:
-            cs.exhausted = True
-            return None
         score = cs.score
-        while len(pool) > self.k:
-            del pool[min(pool, key=score.__getitem__)]
-        return pool[max(pool, key=score.__getitem__)]
+        ver = cs.ver
+        versions = self.versions
+        k = self.k
+        wanted = max(self.explore, k - len(pool))
+        while True:
+            while wanted > 0:
+                node = self._explore(cs)
+                if node is None:
+                    break
+                pool[node.id] = node
+                wanted -= 1
+            if not pool:
+                cs.exhausted = True
+                return None
+            ranked = sorted(pool, key=score.__getitem__, reverse=True)
+            if len(ranked) > k:
+                for nid in ranked[k:]:
+                    del pool[nid]
+                del ranked[k:]
+            i = 0
+            while i < len(ranked):
+                nid = ranked[i]
+                if ver[nid] == versions.get(nid, 0):
+                    return pool[nid]
+                if not self._recheck(cs, pool[nid]):  # refused: gone from the pool
+                    i += 1
+                    continue
+                if i + 1 == len(ranked) or score[nid] >= score[ranked[i + 1]]:
+                    return pool[nid]
+                ranked = sorted(ranked[i:], key=score.__getitem__, reverse=True)  # rescored lower
+                i = 0
+            wanted = k
 
     def _explore(self, cs: _Class) -> NodeView | None:
         """The next node that passes for the class and is not a candidate yet: first the walk
@@ -461,6 +471,18 @@ class _Pass:
         self.n_cycle_checks += 1
         task = cs.rep
         cycle = self.cycle
+        need = cs.need
+        if need is not None:  # a filter said it refuses nodes without this free: skip asking it
+            free = cycle.free(node.id)
+            if (
+                free.cpu_millis < need.cpu_millis
+                or free.memory_bytes < need.memory_bytes
+                or free.slots < need.slots
+                or free.gpus < need.gpus
+                or free.disk_bytes < need.disk_bytes
+            ):
+                self._drop(cs, node)
+                return False
         for check in self.cycle_filters:
             if check(task, node, cycle).status is not _PASS:
                 self._drop(cs, node)
@@ -494,7 +516,7 @@ class _Pass:
             return None
         if not self.task_scorers and self._task_ok(task, best):
             return best
-        candidates = list(cs.pool.values())
+        candidates = [n for n in list(cs.pool.values()) if self._fresh(cs, n)]
         if self.nominators:
             candidates += self._nominated(task, cs)
         node = self._first_ok(task, cs, candidates)
@@ -524,6 +546,11 @@ class _Pass:
             else:
                 self._recheck(cs, node)
 
+    def _fresh(self, cs: _Class, node: NodeView) -> bool:
+        """Bring a seen node's verdict and score up to date; False if it now refuses the class."""
+        nid = node.id
+        return cs.ver[nid] == self.versions.get(nid, 0) or self._recheck(cs, node)
+
     def _nominated(self, task: TaskRequest, cs: _Class) -> list[NodeView]:
         """Nodes TASK scorers ask to be considered (where a workflow's other tasks run, say),
         beyond the class's candidates, if they can take the class."""
@@ -536,7 +563,7 @@ class _Pass:
                     continue
                 node = view.node(nid)
                 if nid in cs.pos:
-                    if cs.ver[nid] == self.versions.get(nid, 0) or self._recheck(cs, node):
+                    if self._fresh(cs, node):
                         out.append(node)
                 elif self._admit(cs, node):
                     out.append(node)
@@ -639,7 +666,7 @@ class _Pass:
         node = choice.node
         victims = tuple(v.task_id for v in choice.victims)
         self.cycle.reserve(task, node.id, choice.reserve, victims)
-        self._changed(node.id)
+        self._mark_dead(node.id)
         for victim in choice.victims:
             preemptions.append(Preemption(
                 victim.task_id, node.id, task.task_id,

@@ -121,7 +121,7 @@ def choose_victims(
     preempted = cycle.preempted
     eligible = [
         v for v in node.running
-        if v.preemptible and v.priority <= task.priority and v.task_id not in preempted
+        if v.preemptible and v.priority < task.priority and v.task_id not in preempted
         and all(f.allows(task, v, node) for f in victim_filters)
     ]
     if not eligible:

@@ -31,9 +31,11 @@ Function tasks: `wf.function(name, "pkg.module:attr", args=...)` or pass the fun
 not receive your code: its agent imports `pkg.module` by name in a warm worker and calls
 `attr(**args)`, so the module must be importable on every node that may run the task —
 installed in the agent's Python environment, or in a directory given to the agent with
-`--pythonpath`. A function defined in the script you are running (`__main__`), inside another
-function, or a lambda has no importable name and is refused at build time. Arguments and the
-return value must be JSON values.
+`--pythonpath DIR` (the node owner's choice), or in an absolute directory on the node named as
+the task's `workdir=`. Modules are cached by the agent's warm workers: a changed module is seen
+after the agent restarts. A function defined in the script you are running (`__main__`), inside
+another function, or a lambda has no importable name and is refused at build time. Arguments
+and the return value must be JSON values.
 """
 
 from polyfabric.client.errors import ApiError, ClientError, CoordinatorUnreachable

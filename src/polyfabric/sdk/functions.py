@@ -56,6 +56,9 @@ def task(fn: Callable[..., Any] | None = None, **defaults: Any) -> Any:
         if defaults:
             raise TypeError("use @task or @task(option=...), not both")
         return TaskFunction(fn, {})
+    unknown = sorted(set(defaults) - set(TASK_OPTIONS))
+    if unknown:
+        raise TypeError(f"@task got unknown option(s) {', '.join(unknown)} (known: {', '.join(TASK_OPTIONS)})")
 
     def decorate(f: Callable[..., Any]) -> TaskFunction:
         return TaskFunction(f, defaults)

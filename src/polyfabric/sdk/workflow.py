@@ -194,10 +194,10 @@ class Workflow:
                 deps.append(dep)
         # Tasks read through an Expr become dependencies unless they are upstream already.
         upstream = self._ancestors(deps)
-        for ref in sorted(_referenced([foreach, when, action, options.get("env")]) - upstream - {name}):
-            if ref in self._tasks:
-                deps.append(ref)
-                upstream |= {ref} | self._ancestors([ref])
+        for read in sorted(_referenced([foreach, when, action, options.get("env")]) - upstream - {name}):
+            if read in self._tasks:
+                deps.append(read)
+                upstream |= {read} | self._ancestors([read])
 
         body: dict[str, Any] = {}
         if options.get("description") is not None:

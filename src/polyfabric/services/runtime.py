@@ -210,8 +210,10 @@ class JobRuntime:
     @staticmethod
     def _record_of(row: dict[str, Any]) -> InstanceRecord:
         status = S(row["status"])
-        if status in (S.LEASED, S.RUNNING):
-            status = S.READY  # the engine sees every handed-out instance as in flight
+        if status in (S.LEASED, S.RUNNING) and not row["is_group"]:
+            # The engine sees every handed-out instance as in flight. A foreach task's own record
+            # keeps "running" (activated): as READY the task would never complete.
+            status = S.READY
         return InstanceRecord(key=row["key"], status=status, attempt=row["attempt"], result=row["result"],
                               error=row["error"], failures=row["failures"], not_before=row["not_before"] or 0.0,
                               item=row["item"])
@@ -645,10 +647,13 @@ class JobRuntime:
             self._node_cache_at = now
         return self._node_cache
 
-    def _view(self, now: float) -> tuple[ClusterView, int]:
+    def _view(self, now: float) -> tuple[ClusterView, int, set[str]]:
+        """The cluster as the scheduler sees it, the free slots on Active nodes, and the tasks
+        that already wait for victims to stop (preempted for them by an earlier pass)."""
         specs = self._nodes(now)
         views = []
         free_slots = 0
+        evicting: set[str] = set()
         for entry in self._ctx.liveness.entries():
             spec = specs.get(entry.node_id)
             if spec is None or entry.revoked:
@@ -658,6 +663,8 @@ class JobRuntime:
             running = []
             for a in held:
                 allocated = allocated + a.resources
+                if a.preempted_by is not None:
+                    evicting.add(a.preempted_by)
                 running.append(RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources, a.semaphore,
                                            a.node_id, preemptible=a.cancel_reason is None))
             name, domain, labels, capacity = spec
@@ -665,7 +672,7 @@ class JobRuntime:
                                   tuple(running)))
             if entry.state == NodeState.ACTIVE:
                 free_slots += max(0, capacity.slots - allocated.slots)
-        return ClusterView(tuple(views), version=0, limits=self._limits), free_slots
+        return ClusterView(tuple(views), version=0, limits=self._limits), free_slots, evicting
 
     def schedule_once(self) -> int:
         """One scheduling pass: place what fits, start preemptions, explain the rest."""
@@ -674,7 +681,7 @@ class JobRuntime:
         with self._lock:
             if not self._queue:
                 return 0
-            view, free_slots = self._view(now)
+            view, free_slots, evicting = self._view(now)
             wanted = max(free_slots * 2, 64)
             candidates: list[QueuedTask] = []
             later: list[tuple[int, int, str]] = []
@@ -686,7 +693,9 @@ class JobRuntime:
                     continue  # stale heap entry
                 seen.add(entry[2])
                 job = self._jobs.get(queued.job_id)
-                if queued.not_before > now or job is None or job.status == "paused":
+                # A task whose victims are still stopping waits for them: planning it again would
+                # evict more victims for it on every pass until the first ones report.
+                if queued.not_before > now or job is None or job.status == "paused" or queued.task_id in evicting:
                     later.append(entry)
                     continue
                 candidates.append(queued)

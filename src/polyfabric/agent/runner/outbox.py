@@ -42,6 +42,7 @@ class Outbox:
         self._log_bytes = 0
         self._max_log_bytes = max_pending_log_bytes
         self._dropping = False
+        self._wakes = 0
         self.dropped_log_bytes = 0
 
     def add_event(self, event: dict[str, Any]) -> None:
@@ -69,9 +70,11 @@ class Outbox:
             return len(self._items)
 
     def wait(self, timeout: float | None) -> bool:
-        """Wait until something is pending (True) or `timeout` passed (False)."""
+        """Wait until something is pending (True) or `timeout` passed or `wake` was called (False)."""
         with self._cond:
-            return self._cond.wait_for(lambda: bool(self._items), timeout)
+            wakes = self._wakes
+            return self._cond.wait_for(lambda: bool(self._items) or self._wakes != wakes, timeout) \
+                and bool(self._items)
 
     def wait_empty(self, timeout: float | None) -> bool:
         with self._cond:
@@ -80,6 +83,7 @@ class Outbox:
     def wake(self) -> None:
         """Wake waiters without adding anything (to let them notice a stop)."""
         with self._cond:
+            self._wakes += 1
             self._cond.notify_all()
 
     def peek(self, max_items: int = 1000, max_log_bytes: int = 1024 * 1024) -> Batch:

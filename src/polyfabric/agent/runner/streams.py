@@ -15,6 +15,7 @@ before a call returned is attributed to that call.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import logging
 import os
 import select
@@ -171,10 +172,8 @@ class Pump:
         finally:
             with self._lock:
                 self._stopped = True
-                try:
+                with contextlib.suppress(OSError):
                     os.close(self._fd)
-                except OSError:
-                    pass
             self.eof.set()
 
     def _drain_locked(self, limit: int) -> bool:

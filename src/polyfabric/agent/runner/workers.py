@@ -128,6 +128,8 @@ class Worker:
 
     def call(self, request: dict[str, Any], *, timeout_s: float | None, interrupt: Interrupt,
              stdout: LogWriter, stderr: LogWriter) -> Outcome:
+        if interrupt.fired:  # stopped before it began: the worker stays warm
+            return Outcome("stopped", error=interrupt.reason)
         self.calls += 1
         self._drain_wake()
         self._out.retarget(stdout)
@@ -140,7 +142,8 @@ class Worker:
                 line = self._read_line(deadline, interrupt)
             except (WorkerDied, BrokenPipeError):
                 self.kill()
-                return Outcome.failed(f"the worker process running the function died ({_describe_exit(self._proc.returncode)})")
+                how = _describe_exit(self._proc.returncode)
+                return Outcome.failed(f"the worker process running the function died ({how})")
             if line is _TIMEOUT:
                 self.kill()
                 return Outcome.failed(f"timed out after {format_seconds(timeout_s or 0.0)}")
@@ -227,10 +230,8 @@ class Worker:
         with contextlib.suppress(OSError):
             os.close(self._req_w)
         self._req_w = -1
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
         self._out.finish(eof_timeout_s=0.1)
         self._err.finish(eof_timeout_s=0.1)

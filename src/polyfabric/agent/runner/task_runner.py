@@ -1,0 +1,342 @@
+"""The attempts of this node: accept leases, run them, report what happened.
+
+`TaskRunner` is the one owner of "what runs here". It takes leases from the lease poller,
+ignores an attempt it already knows (the coordinator re-sends every lease until it is reported
+started), rejects one that does not fit in what is free (slots, and CPU, memory and GPUs when
+the node's capacity is given), and runs each accepted attempt on its own thread: a command in
+its own process group (process.py) or a function on a warm worker (workers.py). Everything it
+has to say goes into the outbox as protocol events, in order: `started`, log chunks, then
+exactly one of `finished`, `cancelled` (the coordinator asked) or `rejected`.
+
+An attempt still running when the agent shuts down is stopped and reported `rejected` ("the
+agent is shutting down"): the protocol's way of handing work back without counting a failure.
+An attempt whose reports the coordinator refuses (no longer the task's current attempt) is
+killed quietly. A workspace is removed once the attempt's final event is acknowledged.
+
+Threads: `offer`, `cancel`, `refused` and `acknowledged` are called by the sync loops;
+`free_slots` and `running` by whoever builds a request. All of them are thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polyfabric.agent.runner.interrupt import Interrupt, StopKind
+from polyfabric.agent.runner.lease import Ident, Lease, LeaseInvalid, Outcome
+from polyfabric.agent.runner.outbox import TERMINAL_EVENTS, Outbox
+from polyfabric.agent.runner.process import SetupError, run_command
+from polyfabric.agent.runner.streams import LogWriter
+from polyfabric.agent.runner.workers import WorkerPool
+from polyfabric.agent.runner.workspace import Workspace, sweep
+from polyfabric.domain.resources import Resources, format_bytes
+
+__all__ = ["Attempt", "TaskRunner"]
+
+log = logging.getLogger("polyfabric.agent.runner")
+
+SHUTDOWN_REASON = "the agent is shutting down"
+_REMEMBER = 100_000  # finished attempts remembered, to ignore late re-sends of their leases
+
+
+@dataclass(eq=False)
+class Attempt:
+    lease: Lease
+    interrupt: Interrupt = field(default_factory=Interrupt)
+    workspace: Workspace | None = None
+    pgid: int | None = None
+    thread: threading.Thread | None = None
+
+
+class TaskRunner:
+    def __init__(self, *, data_dir: Path, slots: int, outbox: Outbox, capacity: Resources | None = None,
+                 pythonpath: Sequence[Path | str] = (), kill_grace_s: float = 5.0,
+                 max_log_bytes: int | None = 64 * 1024 * 1024, flush_interval_s: float = 0.1,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.work_root = Path(data_dir) / "work"
+        self.slots = slots
+        self.capacity = capacity
+        self.outbox = outbox
+        self.kill_grace_s = kill_grace_s
+        self.max_log_bytes = max_log_bytes
+        self.flush_interval_s = flush_interval_s
+        self.clock = clock
+        self.pool = WorkerPool(max(1, slots), cwd=self.work_root, pythonpath=pythonpath, kill_grace_s=kill_grace_s,
+                               flush_interval_s=flush_interval_s)
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._running: dict[Ident, Attempt] = {}
+        self._unacked: dict[Ident, Attempt] = {}
+        self._seen: OrderedDict[Ident, None] = OrderedDict()
+        self._used = Resources()
+        self._accepting = True
+        self._cleanups: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        self._cleaner: threading.Thread | None = None
+
+    # -- life ------------------------------------------------------------------------------
+
+    def start(self) -> TaskRunner:
+        """Create the work root, clear what an earlier agent left there, start the cleaner."""
+        self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        removed = sweep(self.work_root)
+        if removed:
+            log.info("removed %d workspace(s) left by an earlier run", removed)
+        self._cleaner = threading.Thread(target=self._clean_loop, name="pf-workspace-cleaner", daemon=True)
+        self._cleaner.start()
+        return self
+
+    def stop_accepting(self) -> None:
+        """From now on every new lease is rejected (the agent is shutting down)."""
+        with self._lock:
+            self._accepting = False
+
+    def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until no attempt runs; False if some still do after `timeout`."""
+        with self._changed:
+            return self._changed.wait_for(lambda: not self._running, timeout)
+
+    def interrupt_all(self, kind: StopKind = "shutdown", reason: str = SHUTDOWN_REASON) -> int:
+        with self._lock:
+            attempts = list(self._running.values())
+        for attempt in attempts:
+            attempt.interrupt.fire(kind, reason)
+        return len(attempts)
+
+    def close(self) -> None:
+        """Stop the workers and remove every workspace (call after the running attempts ended)."""
+        self.stop_accepting()
+        self.interrupt_all()
+        self.wait_idle(self.kill_grace_s + 3.0)
+        self.pool.close()
+        with self._lock:
+            leftover = list(self._unacked.values())
+            self._unacked.clear()
+        for attempt in leftover:
+            self._cleanups.put(attempt)
+        self._cleanups.put(None)
+        if self._cleaner is not None:
+            self._cleaner.join(10.0)
+        else:
+            self._clean_loop()
+
+    # -- what the sync loops call ----------------------------------------------------------
+
+    def free_slots(self) -> int:
+        with self._lock:
+            if not self._accepting:
+                return 0
+            return max(0, self.slots - self._used.slots)
+
+    def running(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [{"task_id": task_id, "attempt": attempt} for task_id, attempt in self._running]
+
+    def is_known(self, ident: Ident) -> bool:
+        with self._lock:
+            return self._known(ident)
+
+    def offer(self, leases: Iterable[Any]) -> list[Ident]:
+        """Take leases from the coordinator; returns the attempts started now."""
+        started: list[Attempt] = []
+        for raw in leases:
+            try:
+                lease = Lease.from_wire(raw)
+            except LeaseInvalid as exc:
+                self._invalid(exc)
+                continue
+            with self._lock:
+                if self._known(lease.ident):
+                    continue
+                self._remember(lease.ident)
+                reason = SHUTDOWN_REASON if not self._accepting else self._shortfall(lease)
+                if reason:
+                    log.info("rejecting %s attempt %d (%s): %s", lease.task_id, lease.attempt, lease.key, reason)
+                    self._event("rejected", lease.ident, reason=reason)
+                    continue
+                attempt = Attempt(lease)
+                self._used = self._used + self._need(lease)
+                self._running[lease.ident] = attempt
+            attempt.thread = threading.Thread(target=self._execute, args=(attempt,),
+                                              name=f"pf-task-{lease.task_id}-{lease.attempt}", daemon=True)
+            started.append(attempt)
+        for attempt in started:
+            assert attempt.thread is not None
+            attempt.thread.start()
+        return [a.lease.ident for a in started]
+
+    def cancel(self, cancels: Iterable[Any]) -> None:
+        """Stop the listed attempts; one this agent never heard of is reported cancelled at once."""
+        for entry in cancels:
+            ident = _ident(entry)
+            if ident is None:
+                log.warning("ignoring a malformed cancel entry: %r", entry)
+                continue
+            reason = str(entry.get("reason") or "cancelled by the coordinator")
+            with self._lock:
+                attempt = self._running.get(ident)
+                if attempt is None:
+                    if not self._known(ident):
+                        self._remember(ident)
+                        self._event("cancelled", ident, reason=reason)
+                    continue
+            if attempt.interrupt.fire("cancel", reason):
+                log.info("cancelling %s attempt %d: %s", ident[0], ident[1], reason)
+
+    def refused(self, entries: Iterable[Any]) -> None:
+        """The coordinator refused reports of these attempts: stop any of them still running, quietly."""
+        for entry in entries:
+            ident = _ident(entry)
+            if ident is None:
+                continue
+            with self._lock:
+                attempt = self._running.get(ident)
+            if attempt is not None and attempt.interrupt.fire("abandon", str(entry.get("reason") or "refused")):
+                log.warning("stopping %s attempt %d: the coordinator no longer accepts it", *ident)
+
+    def acknowledged(self, events: Iterable[dict[str, Any]]) -> None:
+        """These events reached the coordinator: workspaces of attempts whose final event did are removed."""
+        done = []
+        with self._lock:
+            for event in events:
+                if event.get("type") in TERMINAL_EVENTS:
+                    attempt = self._unacked.pop((event["task_id"], event["attempt"]), None)
+                    if attempt is not None:
+                        done.append(attempt)
+        for attempt in done:
+            self._cleanups.put(attempt)
+
+    # -- running one attempt ---------------------------------------------------------------
+
+    def _execute(self, attempt: Attempt) -> None:
+        lease = attempt.lease
+        stdout = LogWriter(self._log_emitter(lease), "stdout", limit_bytes=self.max_log_bytes)
+        stderr = LogWriter(self._log_emitter(lease), "stderr", limit_bytes=self.max_log_bytes)
+        outcome: Outcome | None = None
+        try:
+            attempt.workspace = Workspace.create(self.work_root, lease.task_id, lease.attempt)
+            self._event("started", lease.ident)
+            if lease.command is not None:
+                outcome = run_command(lease, attempt.workspace, stdout=stdout, stderr=stderr,
+                                      interrupt=attempt.interrupt, kill_grace_s=self.kill_grace_s,
+                                      on_spawn=lambda pgid: setattr(attempt, "pgid", pgid),
+                                      flush_interval_s=self.flush_interval_s)
+            else:
+                outcome = self.pool.call(lease, attempt.workspace, stdout=stdout, stderr=stderr,
+                                         interrupt=attempt.interrupt)
+        except SetupError as exc:
+            outcome = Outcome.failed(str(exc))
+        except Exception as exc:
+            log.exception("running %s attempt %d failed", lease.task_id, lease.attempt)
+            outcome = Outcome.failed(f"the agent could not run the task: {type(exc).__name__}: {exc}")
+        finally:
+            stdout.close()
+            stderr.close()
+            self._finish(attempt, outcome or Outcome.failed("the agent could not run the task"))
+
+    def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
+        lease = attempt.lease
+        with self._lock:
+            self._running.pop(lease.ident, None)
+            self._used = self._used - self._need(lease)
+            kind = attempt.interrupt.kind
+            if outcome.status != "stopped":
+                self._event("finished", lease.ident, status=outcome.status, result=outcome.result,
+                            error=outcome.error, exit_code=outcome.exit_code)
+                self._unacked[lease.ident] = attempt
+            elif kind == "cancel":
+                self._event("cancelled", lease.ident, reason=attempt.interrupt.reason)
+                self._unacked[lease.ident] = attempt
+            elif kind == "abandon":
+                self._cleanups.put(attempt)
+            else:
+                self._event("rejected", lease.ident, reason=attempt.interrupt.reason or SHUTDOWN_REASON)
+                self._unacked[lease.ident] = attempt
+            self._changed.notify_all()
+        if outcome.status == "failed":
+            log.info("%s attempt %d (%s) failed: %s", lease.task_id, lease.attempt, lease.key, outcome.error)
+
+    def _clean_loop(self) -> None:
+        while True:
+            attempt = self._cleanups.get()
+            if attempt is None:
+                return
+            if attempt.workspace is None:
+                continue
+            with self._lock:
+                busy = [a.pgid for a in self._running.values() if a.pgid is not None]
+            try:
+                attempt.workspace.remove(attempt.pgid, busy_pgids=busy)
+            except Exception:
+                log.exception("removing workspace %s failed", attempt.workspace.path)
+
+    # -- helpers (the lock is held where it says _locked or the caller holds it) -----------
+
+    def _known(self, ident: Ident) -> bool:
+        return ident in self._running or ident in self._unacked or ident in self._seen
+
+    def _remember(self, ident: Ident) -> None:
+        self._seen[ident] = None
+        while len(self._seen) > _REMEMBER:
+            self._seen.popitem(last=False)
+
+    def _invalid(self, exc: LeaseInvalid) -> None:
+        if exc.ident is None:
+            log.warning("ignoring a lease: %s", exc.message)
+            return
+        with self._lock:
+            if self._known(exc.ident):
+                return
+            self._remember(exc.ident)
+            log.warning("%s attempt %d: %s", exc.ident[0], exc.ident[1], exc.message)
+            self._event("finished", exc.ident, status="failed", result=None, error=exc.message, exit_code=None)
+
+    @staticmethod
+    def _need(lease: Lease) -> Resources:
+        r = lease.resources
+        return Resources(cpu_millis=r.cpu_millis, memory_bytes=r.memory_bytes, gpus=r.gpus, slots=lease.slots)
+
+    def _shortfall(self, lease: Lease) -> str | None:
+        need = self._need(lease)
+        free_slots = self.slots - self._used.slots
+        if need.slots > free_slots:
+            return f"not enough free slots: it needs {need.slots}, {max(0, free_slots)} of {self.slots} free"
+        if self.capacity is None:
+            return None
+        cap, used = self.capacity, self._used
+        if need.cpu_millis > cap.cpu_millis - used.cpu_millis:
+            return (f"not enough CPU: it needs {need.cpu_millis}m, {max(0, cap.cpu_millis - used.cpu_millis)}m of "
+                    f"{cap.cpu_millis}m free")
+        if need.memory_bytes > cap.memory_bytes - used.memory_bytes:
+            return (f"not enough memory: it needs {format_bytes(need.memory_bytes)}, "
+                    f"{format_bytes(max(0, cap.memory_bytes - used.memory_bytes))} of "
+                    f"{format_bytes(cap.memory_bytes)} free")
+        if need.gpus > cap.gpus - used.gpus:
+            return f"not enough GPUs: it needs {need.gpus}, {max(0, cap.gpus - used.gpus)} of {cap.gpus} free"
+        return None
+
+    def _event(self, kind: str, ident: Ident, **fields: Any) -> None:
+        self.outbox.add_event({"type": kind, "task_id": ident[0], "attempt": ident[1], "at": self.clock(), **fields})
+
+    def _log_emitter(self, lease: Lease) -> Callable[[str, int, str], None]:
+        task_id, number, outbox = lease.task_id, lease.attempt, self.outbox
+
+        def emit(stream: str, offset: int, text: str) -> None:
+            outbox.add_log({"task_id": task_id, "attempt": number, "stream": stream, "offset": offset, "data": text})
+
+        return emit
+
+
+def _ident(entry: Any) -> Ident | None:
+    if not isinstance(entry, dict):
+        return None
+    task_id, attempt = entry.get("task_id"), entry.get("attempt")
+    if not isinstance(task_id, str) or not isinstance(attempt, int) or isinstance(attempt, bool):
+        return None
+    return (task_id, attempt)

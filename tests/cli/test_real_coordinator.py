@@ -1,0 +1,190 @@
+"""The CLI and the SDK against a real `polyfabric server` and a real `polyfabric agent` (SQLite).
+
+The fake coordinator covers the details; these check that the same commands work against the
+real API: the example workflows run, an invalid one is refused whole, exit codes follow the
+outcome, `task logs -f` follows a running task to its end, and the SDK submits function tasks the
+agent imports from its --pythonpath.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from polyfabric.cli.main import cli as polyfabric
+from polyfabric.client.jobs import JobsClient
+from polyfabric.sdk import ITEM, Client, Workflow
+from polyfabric.testing import AgentProcess, CoordinatorProcess, wait_until
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+CAPACITY = ["--cpu", "2", "--memory", "4Gi", "--disk", "20Gi", "--gpus", "0", "--slots", "4"]
+
+
+class Real:
+    def __init__(self, coordinator: CoordinatorProcess, agent: AgentProcess, root: Path) -> None:
+        self.coordinator = coordinator
+        self.agent = agent
+        self.root = root
+        self.runner = CliRunner()
+
+    def cli(self, *args: str) -> Result:
+        env = {"POLYFABRIC_URL": self.coordinator.url, "POLYFABRIC_TOKEN": self.coordinator.admin_token,
+               "POLYFABRIC_CONFIG": str(self.root / "no-client-config.json"), "POLYFABRIC_TOKEN_FILE": None,
+               "POLYFABRIC_DOMAIN": "test"}
+        return self.runner.invoke(polyfabric, list(args), env=env, catch_exceptions=False)
+
+    def jobs(self) -> JobsClient:
+        return JobsClient(self.coordinator.url, self.coordinator.admin_token)
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
+    root = tmp_path_factory.mktemp("real")
+    coordinator = CoordinatorProcess(root / "coordinator").start()
+    agent = AgentProcess(coordinator.url, root / "agent", name="cli-node", join_token=coordinator.join_token("test"),
+                         extra_args=[*CAPACITY, "--pythonpath", str(REPO)])
+    agent.start()
+    try:
+        with coordinator.api() as api:
+            wait_until(lambda: any(n["state"] == "active" for n in api.get("/v1/nodes")), timeout=30,
+                       message=f"the agent to be active\n{agent.log()}")
+        yield Real(coordinator, agent, root)
+    finally:
+        agent.stop()
+        coordinator.stop()
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[[str, str], str]:
+    def write_file(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        return str(path)
+
+    return write_file
+
+
+def test_the_example_runs_and_every_view_of_it_agrees(real: Real):
+    result = real.cli("run", str(EXAMPLES / "shard_stats.yaml"), "-p", "shards=3", "-p", "size=10", "--wait",
+                      "--json", "--timeout", "60s")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    job_id = out["job"]["id"]
+    assert out["job"]["status"] == "succeeded"
+    assert out["job"]["counts"] == {"succeeded": 7, "skipped": 1}
+    assert [r["shard"] for r in out["result"]["tasks"]["work"]] == [0, 1, 2]
+    assert out["result"]["result"] == {"summary": {"high": "skipped", "low": "succeeded"}}
+
+    listed = json.loads(real.cli("job", "ls", "--json").stdout)
+    assert job_id in [j["id"] for j in listed]
+    shown = real.cli("job", "show", job_id)
+    assert "Progress:   8/8 done (succeeded 7, skipped 1)" in shown.stdout
+    detail = json.loads(real.cli("job", "show", job_id, "--json", "--all").stdout)
+    assert {t["key"] for t in detail["tasks"]} == {"split", "work", "work[0]", "work[1]", "work[2]", "report",
+                                                   "high", "low", "summary"}
+    report = next(t for t in detail["tasks"] if t["key"] == "report")
+    assert report["node_id"] == real.agent.node_id and report["attempt"] == 1
+    logs = real.cli("job", "logs", job_id, "--task", "report").stdout
+    assert logs.startswith("report | {'shards': 3, 'n': 30, 'mean': ")
+    task = json.loads(real.cli("task", "show", report["id"], "--json").stdout)
+    assert [a["status"] for a in task["attempts"]] == ["succeeded"]
+
+
+def test_an_invalid_workflow_is_refused_whole_with_every_problem(real: Real, write):
+    before = len(json.loads(real.cli("job", "ls", "--json").stdout))
+    path = write("broken.yaml", "name: broken\ntasks:\n  a: {command: echo, colour: red}\n  b: {depends_on: [zz]}\n")
+    result = real.cli("run", path)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0] == "Error: workflow 'broken' is invalid (4 problems):"
+    assert len([line for line in lines if line.startswith("  - ")]) == 4
+    assert len(json.loads(real.cli("job", "ls", "--json").stdout)) == before
+
+
+def test_wait_exit_codes_follow_the_outcome(real: Real, write):
+    path = write("fails.yaml", "name: fails\ntasks:\n  boom: {command: [python3, -c, 'raise SystemExit(3)']}\n")
+    result = real.cli("run", path, "--wait", "--timeout", "60s")
+    assert result.exit_code == 1, result.output
+    job_id = result.stdout.splitlines()[0]
+    assert f"job {job_id} failed" in result.stdout
+    detail = json.loads(real.cli("job", "show", job_id, "--json").stdout)
+    assert detail["tasks"][0]["exit_code"] == 3
+
+    slow = write("slow.yaml", "name: slow\ntasks:\n  nap: {command: [sleep, '60']}\n")
+    result = real.cli("run", slow, "--timeout", "1s")
+    assert result.exit_code == 124
+    job_id = result.stdout.splitlines()[0]
+    assert real.cli("job", "cancel", job_id, "--reason", "test").exit_code == 0
+    result = real.cli("job", "wait", job_id, "--timeout", "30s")
+    assert result.exit_code == 1 and f"job {job_id} cancelled" in result.stdout
+
+
+def test_task_logs_follow_a_running_task_to_its_end(real: Real, write):
+    path = write("talk.yaml", "name: talk\ntasks:\n  talk:\n    command: [python3, -u, -c, \"import time\\n"
+                 "for i in range(5):\\n    print('tick', i)\\n    time.sleep(0.3)\"]\n")
+    job_id = real.cli("run", path).stdout.strip()
+
+    def running_task() -> str | None:
+        detail = json.loads(real.cli("job", "show", job_id, "--json").stdout)
+        return detail["tasks"][0]["id"] if detail["tasks"] else None
+
+    task_id = wait_until(running_task, timeout=20, message="the task to exist")
+    result = real.cli("task", "logs", task_id, "-f")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "".join(f"tick {i}\n" for i in range(5))
+    assert json.loads(real.cli("task", "show", task_id, "--json").stdout)["status"] == "succeeded"
+
+
+def test_the_sdk_runs_a_function_task_the_agent_imports_from_its_pythonpath(real: Real):
+    wf = Workflow("sdk-stats", params={"shards": 2})
+    split = wf.command("split", ["python3", "-c", "import json,os; json.dump(list(range({{ params.shards }})), "
+                                 "open(os.environ['POLYFABRIC_RESULT'],'w'))"])
+    wf.function("work", "examples.stats:process", args={"shard": ITEM, "size": 5}, foreach=split.result)
+    with Client(real.coordinator.url, real.coordinator.admin_token) as client:
+        run = client.run(wf, {"shards": 3}, domain="test", timeout=60)
+        result = run.result()
+    assert [r["shard"] for r in result["work"]] == [0, 1, 2]
+    assert all(r["n"] == 5 for r in result["work"])
+
+
+def test_semaphores(real: Real):
+    assert real.cli("semaphore", "set", "cli-licence", "2").exit_code == 0
+    listed = json.loads(real.cli("semaphore", "ls", "--json").stdout)
+    assert {"name": "cli-licence", "size": 2, "in_use": 0} in listed
+
+
+@pytest.mark.xfail(strict=False, reason="the coordinator orders the first page of /tasks by queue position and later "
+                   "pages (after=KEY) by key, so paging can skip tasks; docs/protocol.md says key order")
+def test_tasks_page_through_everything_in_key_order(real: Real):
+    wf = Workflow("pages")
+    wf.command("z-first", ["true"])
+    wf.command("each", ["true"], foreach=list(range(12)), depends_on=["z-first"])
+    wf.command("a-last", ["true"], depends_on=["each"])
+    with Client(real.coordinator.url, real.coordinator.admin_token) as client:
+        run = client.run(wf, domain="test", timeout=60)
+        keys = [t["key"] for t in client.api.tasks(run.id, page_size=4)]
+    assert len(keys) == 15 and keys == sorted(keys)
+
+
+def test_job_wait_is_woken_by_the_end_not_by_polling(real: Real, write):
+    path = write("short.yaml", "name: short\ntasks:\n  nap: {command: [sleep, '2']}\n")
+    job_id = real.cli("run", path).stdout.strip()
+    with real.jobs() as client:
+        calls = []
+        original = client.events
+
+        def counted(*args, **kwargs):
+            calls.append(kwargs.get("wait_s"))
+            return original(*args, **kwargs)
+
+        client.events = counted  # type: ignore[method-assign]
+        final = client.wait(job_id, timeout=60)
+    assert final["status"] == "succeeded"
+    assert len(calls) <= 8, calls  # each answer carries a change (or the end), never an empty spin
