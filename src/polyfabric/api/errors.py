@@ -40,9 +40,13 @@ _STATUS: list[tuple[type[DomainError], int]] = [
 ]
 
 
-def problem(status: int, code: str, message: str, request: Request | None = None) -> JSONResponse:
+def problem(status: int, code: str, message: str, request: Request | None = None,
+            problems: list[str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
-    body = {"error": {"code": code, "message": message, "request_id": request_id}}
+    error: dict[str, object] = {"code": code, "message": message, "request_id": request_id}
+    if problems:
+        error["problems"] = problems
+    body = {"error": error}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -74,7 +78,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        return problem(_status_of(exc), exc.code, exc.message, request)
+        problems = getattr(exc, "problems", None)
+        return problem(_status_of(exc), exc.code, exc.message, request, list(problems) if problems else None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

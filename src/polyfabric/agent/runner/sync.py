@@ -3,8 +3,11 @@
 `LeasePoller` long-polls `POST /v1/agent/lease` with this node's free slots and hands what comes
 back to the runner (cancels first, so a lease cancelled in the same answer never starts). While
 every slot is busy it polls with a short wait (`full_wait_s`), because a long-poll sent with
-`free_slots: 0` cannot learn that a slot freed meanwhile. When the coordinator cannot be reached
-it backs off (at most 2 s) and tries again; running attempts are not affected.
+`free_slots: 0` cannot learn that a slot freed meanwhile. The coordinator answers at once while
+it holds leases not yet reported started or cancels not yet reported done; an answer that brings
+nothing new (the reports are on their way) makes the poller wait a little (10 ms, doubling up to
+1 s) instead of spinning. When the coordinator cannot be reached it backs off (at most 2 s) and
+tries again; running attempts are not affected.
 
 `Reporter` sends the outbox to `POST /v1/agent/report` as soon as something is in it, waiting
 `batch_delay_s` (5 ms) so a burst travels in one call, at most `max_items` (1,000) items per
@@ -67,21 +70,26 @@ class LeasePoller:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def poll_once(self) -> dict[str, Any]:
-        """One lease call, its answer handed to the runner (raises what the client raises)."""
+    def poll_once(self) -> bool:
+        """One lease call, its answer handed to the runner; True when it brought something new.
+
+        Raises what the client raises."""
         free = self.runner.free_slots()
         wait = self.wait_s if free > 0 else self.full_wait_s
         reply = self.client.post(LEASE_PATH, {"wait_s": wait, "free_slots": free}) or {}
         self.polls += 1
-        self.runner.cancel(reply.get("cancel") or [])
-        self.runner.offer(reply.get("leases") or [])
-        return reply
+        leases, cancels = reply.get("leases") or [], reply.get("cancel") or []
+        before = self.runner.decisions
+        self.runner.cancel(cancels)
+        self.runner.offer(leases)
+        return not (leases or cancels) or self.runner.decisions != before
 
     def _run(self) -> None:
         failures = 0
+        echoes = 0
         while not self._stop.is_set():
             try:
-                self.poll_once()
+                news = self.poll_once()
             except Exception as exc:
                 if self._stop.is_set():
                     return
@@ -100,6 +108,11 @@ class LeasePoller:
             if failures:
                 log.info("lease polling works again after %d failure(s)", failures)
             failures = 0
+            # The coordinator answers at once while it has leases not yet reported started or cancels
+            # not yet reported done; when all of them are in hand already, do not spin on them.
+            echoes = 0 if news else echoes + 1
+            if echoes:
+                self._stop.wait(min(0.01 * 2 ** echoes, 1.0))
 
 
 class Reporter:

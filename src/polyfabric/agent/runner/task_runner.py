@@ -43,6 +43,8 @@ __all__ = ["Attempt", "TaskRunner"]
 log = logging.getLogger("polyfabric.agent.runner")
 
 SHUTDOWN_REASON = "the agent is shutting down"
+MAX_ERROR_CHARS = 8000  # an exception message can be huge; a report must stay acceptable
+MAX_REASON_CHARS = 2000
 _REMEMBER = 100_000  # finished attempts remembered, to ignore late re-sends of their leases
 
 
@@ -77,6 +79,7 @@ class TaskRunner:
         self._seen: OrderedDict[Ident, None] = OrderedDict()
         self._used = Resources()
         self._accepting = True
+        self.decisions = 0  # new attempts taken in (started, rejected or failed): the poller watches it
         self._cleanups: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
         self._cleaner: threading.Thread | None = None
 
@@ -187,6 +190,8 @@ class TaskRunner:
                         self._event("cancelled", ident, reason=reason)
                     continue
             if attempt.interrupt.fire("cancel", reason):
+                with self._lock:
+                    self.decisions += 1
                 log.info("cancelling %s attempt %d: %s", ident[0], ident[1], reason)
 
     def refused(self, entries: Iterable[Any]) -> None:
@@ -282,6 +287,7 @@ class TaskRunner:
         return ident in self._running or ident in self._unacked or ident in self._seen
 
     def _remember(self, ident: Ident) -> None:
+        self.decisions += 1
         self._seen[ident] = None
         while len(self._seen) > _REMEMBER:
             self._seen.popitem(last=False)
@@ -322,6 +328,10 @@ class TaskRunner:
         return None
 
     def _event(self, kind: str, ident: Ident, **fields: Any) -> None:
+        for name, limit in (("error", MAX_ERROR_CHARS), ("reason", MAX_REASON_CHARS)):
+            text = fields.get(name)
+            if isinstance(text, str) and len(text) > limit:
+                fields[name] = text[: limit - 15] + " ... (truncated)"
         self.outbox.add_event({"type": kind, "task_id": ident[0], "attempt": ident[1], "at": self.clock(), **fields})
 
     def _log_emitter(self, lease: Lease) -> Callable[[str, int, str], None]:

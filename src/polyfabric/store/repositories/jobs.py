@@ -115,11 +115,16 @@ class SqlJobRepository:
 
     def tasks_of(self, job_id: str, *, status: str | None = None, after_key: str | None = None,
                  limit: int | None = None) -> list[dict[str, Any]]:
-        query = sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.queue_seq, tasks.c.key)
+        """Tasks in a stable order — by task name, the task's own record first, then its items by
+        index — so that paging with `after_key` (the last key of the previous page) never skips."""
+        index = sa.func.coalesce(tasks.c.item_index, -1)
+        query = sa.select(tasks).where(tasks.c.job_id == job_id).order_by(tasks.c.task, index)
         if status:
             query = query.where(tasks.c.status == status)
         if after_key:
-            query = query.where(tasks.c.key > after_key).order_by(None).order_by(tasks.c.key)
+            name, _, rest = after_key.partition("[")
+            after_index = int(rest.rstrip("]")) if rest.rstrip("]").isdigit() else -1
+            query = query.where(sa.or_(tasks.c.task > name, sa.and_(tasks.c.task == name, index > after_index)))
         if limit:
             query = query.limit(limit)
         return [dict(r) for r in self._conn.execute(query).mappings()]
