@@ -388,14 +388,14 @@ class _Generator:
                     body = orjson.dumps({"join_token": self.cfg["join_token"], "public_key": node.public_key_b64,
                                          "node": {**self.cfg["declaration"], "name": node.name}})
                     started = time.perf_counter()
-                    status, reply = await node.call(REGISTER_PATH, body)
+                    status, _ = await node.call(REGISTER_PATH, body)
                     if status == 201:
                         self.registration_ms.append((time.perf_counter() - started) * 1000)
                         break
                     if status == 409:  # registered by an attempt whose reply was lost
                         break
                     self.startup_errors[f"register http {status}"] += 1
-                except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                except (TimeoutError, OSError, ConnectionError) as exc:
                     self.startup_errors[f"register {type(exc).__name__}"] += 1
                     node.drop_conn()
                 await asyncio.sleep(0.5 * (attempt + 1))
@@ -404,13 +404,13 @@ class _Generator:
             for _ in range(5):  # the first heartbeat: Pending -> Active (a committed transition)
                 try:
                     started = time.perf_counter()
-                    status, reply = await node.call(HEARTBEAT_PATH, self.heartbeat_body())
+                    status, _ = await node.call(HEARTBEAT_PATH, self.heartbeat_body())
                     if status == 200:
                         self.activation_ms.append((time.perf_counter() - started) * 1000)
                         node.last_ack = time.time()
                         break
                     self.startup_errors[f"activate http {status}"] += 1
-                except (OSError, asyncio.TimeoutError, ConnectionError) as exc:
+                except (TimeoutError, OSError, ConnectionError) as exc:
                     self.startup_errors[f"activate {type(exc).__name__}"] += 1
                     node.drop_conn()
                 await asyncio.sleep(0.5)
@@ -531,6 +531,7 @@ class LoadConfig:
     silence_after: float = 5.0
     detection_timeout: float = 60.0
     keep: bool = False
+    pythonpath: str | None = None  # import polyfabric for the coordinator from here (A/B of a change)
     quiet_wait: float = 300.0  # wait up to this long for other processes to calm down before a run
     profile: str | None = None  # py-spy output path (speedscope/flamegraph by extension)
 
@@ -671,6 +672,8 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
     own_cpus = pin_to_cpus(generator_cpus)
     if cfg.quiet_wait > 0:
         result["waited_for_quiet_s"] = round(wait_until_quiet(cfg.quiet_wait), 1)
+    if cfg.pythonpath:
+        coordinator.env = {"PYTHONPATH": os.pathsep.join([cfg.pythonpath, os.environ.get("PYTHONPATH", "")])}
     try:
         t_start = time.time()
         coordinator.start(timeout=60)
@@ -767,8 +770,10 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         transitions = down_transitions(api, t_start)
         silenced_node_ids = set(detection["silenced"]) if detection else set()
         result["down_at_end"] = len([n for n in down_now if n["id"] not in silenced_node_ids])
-        result["false_down"] = len([t for t in transitions
-                                    if t["subject"].removeprefix("node:") not in silenced_node_ids])
+        false = [t for t in transitions if t["subject"].removeprefix("node:") not in silenced_node_ids]
+        result["false_down"] = len([t for t in false if t["at"] >= t0])  # in the measured window
+        result["false_down_startup"] = len([t for t in false if t["at"] < t0])  # while nodes registered
+        result["false_down_at_s"] = [round(t["at"] - t0, 2) for t in false][:200]  # relative to the window
         result["coordinator_rss_peak_mb"] = sampler.peak_rss / 2**20
         if detection is not None:
             result["detection"] = detection

@@ -32,7 +32,8 @@ TARGET_DOWN_S = 10.0
 COLUMNS = [
     ("nodes", "nodes"), ("db", "db"), ("silenced", "silenced"), ("detected", "Down"),
     ("detect_min_s", "min s"), ("detect_median_s", "median s"), ("detect_max_s", "max s"),
-    ("false_down", "false Down"), ("achieved_per_s", "heartbeats/s"), ("offered_per_s", "offered/s"),
+    ("false_down", "false Down"), ("false_down_startup", "false Down in startup"),
+    ("achieved_per_s", "heartbeats/s"), ("offered_per_s", "offered/s"),
     ("p99_ms", "hb p99 ms"), ("coordinator_cpu_percent", "coord CPU %"), ("coordinator_rss_peak_mb", "peak RSS MB"),
     ("startup_s", "startup s"), ("others_cpu_percent", "others CPU %"),
 ]

@@ -129,10 +129,15 @@ def run(nodes: int, requests: int) -> dict[str, Any]:
             verify_request(method="POST", url=f"http://{HOST}/v1/agent/heartbeat", headers=hdrs, body=body,
                            resolve_key=keys.get, now=time.time())
         verify_us = (time.perf_counter() - t) * 1e6 / min(requests, 5000)
-        # One failure-detector pass over every node.
+        # One failure-detector pass over every node, all of them freshly heard from (a first pass
+        # after the fresh round absorbs condition flips, which write to the store).
         health_ctl = NodeHealthController(services.ctx, services.nodes)
+        for _ in range(2):
+            for scope, body in heartbeats(nodes):
+                loop.run_until_complete(_call(app, scope, body))
+            health_ctl.run_once()
         passes = []
-        for _ in range(5):
+        for _ in range(4):
             t = time.perf_counter()
             health_ctl.run_once()
             passes.append((time.perf_counter() - t) * 1000)
@@ -142,7 +147,7 @@ def run(nodes: int, requests: int) -> dict[str, Any]:
         coordinator.store.close()
         return {"nodes": nodes, "requests": requests, "heartbeat_us": per_request_us, "verify_us": verify_us,
                 "rest_us": per_request_us - verify_us, "max_per_s_one_core": 1e6 / per_request_us,
-                "register_ms": register_ms, "health_pass_ms": statistics.median(passes[1:]),
+                "register_ms": register_ms, "health_pass_ms": statistics.median(passes),
                 "flush_ms": flush_ms, "flushed_rows": flushed}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import logging
 
-    logging.disable(logging.INFO)
+    logging.disable(logging.WARNING)  # the detector warns about its own late passes here
     info = machine()
     log(f"machine: {describe_machine(info)}")
     runs = [run(args.nodes, args.requests) for _ in range(args.repeat)]

@@ -35,7 +35,8 @@ COLUMNS = [
     ("nodes", "nodes"), ("db", "db"), ("offered_per_s", "offered/s"), ("achieved_per_s", "achieved/s"),
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     ("errors", "errors"), ("coordinator_cpu_percent", "coord CPU %"), ("coordinator_rss_peak_mb", "peak RSS MB"),
-    ("false_down", "false Down"), ("down_at_end", "Down at end"), ("startup_s", "startup s"),
+    ("false_down", "false Down"), ("false_down_startup", "false Down in startup"), ("down_at_end", "Down at end"),
+    ("startup_s", "startup s"),
     ("registrations_per_s", "reg/s"), ("generator_cpu_percent", "gen CPU %"), ("lag_p99_ms", "gen lag p99 ms"),
     ("others_cpu_percent", "others CPU %"),
 ]
@@ -54,7 +55,8 @@ def flatten(run: dict[str, Any]) -> dict[str, Any]:
         "coordinator_cpu_percent": run.get("coordinator_cpu_percent"),
         "coordinator_rss_peak_mb": run.get("coordinator_rss_peak_mb"),
         "coordinator_rss_window_peak_mb": run.get("coordinator_rss_window_peak_mb"),
-        "false_down": run.get("false_down"), "down_at_end": run.get("down_at_end"),
+        "false_down": run.get("false_down"), "false_down_startup": run.get("false_down_startup"),
+        "down_at_end": run.get("down_at_end"),
         "startup_s": run.get("startup_s"), "registrations_per_s": run.get("registrations_per_s"),
         "register_p50_ms": (run.get("register_ms") or {}).get("p50"),
         "activate_p50_ms": (run.get("activate_ms") or {}).get("p50"),
@@ -93,6 +95,9 @@ def make_parser(argv: list[str] | None = None, *, prog: str = "python -m benchma
     parser.add_argument("--quiet-wait", type=float, default=300.0,
                         help="before each run, wait up to this many seconds for other processes on the machine "
                              "to use < 25%% CPU (default 300; 0: do not wait)")
+    parser.add_argument("--pythonpath", default=None, metavar="DIR",
+                        help="run the coordinator with polyfabric imported from DIR (a copy of another version "
+                             "of src/, to compare a change with the same generator)")
     parser.add_argument("--keep", action="store_true", help="keep the coordinator's data dir and log")
     return parser
 
@@ -105,7 +110,7 @@ def configs(args: argparse.Namespace, **extra: Any) -> list[LoadConfig]:
     return [LoadConfig(nodes=int(n), duration=args.duration, db=args.db, generators=args.generators,
                        timeout=args.timeout, startup_concurrency=args.startup_concurrency,
                        coordinator_cpus=_cpus(args.coordinator_cpus), generator_cpus=_cpus(args.generator_cpus),
-                       keep=args.keep, quiet_wait=args.quiet_wait, profile=args.profile, **extra)
+                       keep=args.keep, pythonpath=args.pythonpath, quiet_wait=args.quiet_wait, profile=args.profile, **extra)
             for n in args.nodes.split(",") if n.strip()]
 
 

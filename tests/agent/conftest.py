@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+__all__ = ["FakeCoordinator"]
+
 EVENT_FIELDS = {
     "started": {"type", "task_id", "attempt", "at"},
     "finished": {"type", "task_id", "attempt", "at", "status", "result", "error", "exit_code"},
@@ -38,6 +40,7 @@ class FakeCoordinator:
         self.fail_reports = 0
         self.failed_reports = 0
         self.refuse: dict[tuple[str, int], str] = {}
+        self.poison: set[str] = set()  # task ids whose events make a whole report a 422
         self.report_cancels: list[dict[str, Any]] = []
         self.problems: list[str] = []
         self.heartbeats = 0
@@ -107,6 +110,9 @@ class FakeCoordinator:
             if set(chunk) != {"task_id", "attempt", "stream", "offset", "data"}:
                 self.problems.append(f"log chunk {chunk}")
         with self.cond:
+            if any(e["task_id"] in self.poison for e in body["events"]):
+                self.failed_reports += 1
+                return 422, {"error": {"code": "invalid", "message": "events.0.result: not acceptable"}}
             if self.fail_reports > 0:
                 self.fail_reports -= 1
                 self.failed_reports += 1

@@ -14,6 +14,8 @@ from polyfabric.agent.main import Agent
 from polyfabric.agent.settings import AgentSettings
 from polyfabric.testing import AgentProcess, wait_until
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 

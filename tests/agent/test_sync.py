@@ -14,6 +14,8 @@ from polyfabric.agent.runner import Outbox, Sync, TaskRunner
 from polyfabric.client import AgentClient
 from polyfabric.testing import wait_until
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 
@@ -39,6 +41,7 @@ def start_sync(tmp_path: Path) -> Iterator[Callable[..., tuple[TaskRunner, Sync]
                             flush_interval_s=0.02).start()
         clients = [AgentClient(url, _unsigned, timeout=5.0), AgentClient(url, _unsigned, timeout=5.0)]
         sync_options.setdefault("lease_wait_s", 0.2)
+        sync_options.setdefault("backoff_base_s", 0.05)
         sync = Sync(runner, outbox, clients[0], clients[1], **sync_options).start()
         started.append((runner, sync, clients))
         return runner, sync
@@ -67,12 +70,12 @@ def test_a_lease_runs_once_and_its_reports_arrive_in_order(coordinator, start_sy
 
 
 def test_reports_are_resent_until_acknowledged(coordinator, start_sync):
-    coordinator.fail_reports = 2
+    coordinator.fail_reports = 3
     start_sync(coordinator.url)
     work = lease(2, ["sh", "-c", "echo out"])
     coordinator.add_lease(work)
     wait_until(lambda: coordinator.final(work["task_id"]), timeout=15, message="the finished event")
-    assert coordinator.failed_reports == 2
+    assert coordinator.failed_reports == 3
     assert [e["type"] for e in coordinator.events(work["task_id"])] == ["started", "finished"]
     assert [c["data"] for c in coordinator.logs(work["task_id"])] == ["out\n"]
 
@@ -80,7 +83,7 @@ def test_reports_are_resent_until_acknowledged(coordinator, start_sync):
 def test_reports_survive_a_coordinator_restart(start_coordinator, start_sync):
     first = start_coordinator(0)
     runner, _ = start_sync(first.url)
-    work = lease(7, [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(0.5); print('done')"])
+    work = lease(7, [sys.executable, "-c", "import time; print('working', flush=True); time.sleep(0.3); print('done')"])
     first.add_lease(work)
     wait_until(lambda: first.events(work["task_id"]), timeout=10, message="the started event")
     first.close()  # the coordinator goes away while the task runs; it finishes meanwhile
@@ -130,3 +133,25 @@ def test_running_attempts_are_listed_in_reports(coordinator, start_sync):
     ident = {"task_id": slow["task_id"], "attempt": 1}
     wait_until(lambda: any(r["running"] == [ident] and not r["events"] for r in coordinator.reports), timeout=5,
                message="an idle report listing the running attempt")
+
+
+def test_a_report_item_the_coordinator_cannot_take_is_isolated_and_dropped(coordinator, start_sync, caplog):
+    start_sync(coordinator.url, batch_delay_s=0.05)
+    bad = lease(8, ["sh", "-c", "echo bad"])
+    good = lease(9, ["sh", "-c", "echo good"])
+    coordinator.poison.add(bad["task_id"])
+    coordinator.add_lease(bad)
+    coordinator.add_lease(good)
+    wait_until(lambda: coordinator.final(good["task_id"]), timeout=10, message="the good task's final event")
+    assert coordinator.events(bad["task_id"]) == []
+    assert [c["data"] for c in coordinator.logs(bad["task_id"])] == ["bad\n"]  # only its events were poison
+    assert "cannot be delivered" in caplog.text
+
+
+def test_the_poller_does_not_spin_on_leases_it_already_has(coordinator, start_sync):
+    coordinator.fail_reports = 1  # "started" is late by one backoff (0.5 s): the lease keeps being re-sent
+    start_sync(coordinator.url, backoff_base_s=0.25)
+    work = lease(10, ["true"])
+    coordinator.add_lease(work)
+    wait_until(lambda: coordinator.final(work["task_id"]), timeout=10, message="the final event")
+    assert len(coordinator.lease_calls) < 25, len(coordinator.lease_calls)

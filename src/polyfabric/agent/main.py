@@ -11,8 +11,9 @@ own two threads and connections. When the coordinator is unreachable the agent k
 Stopping (SIGTERM/SIGINT): no new leases are taken; running tasks get `stop_grace_s` to finish,
 then are stopped (process group SIGTERM, SIGKILL after `kill_grace_s`) and handed back; pending
 reports are delivered (up to `report_flush_s`); heartbeats go on meanwhile so the node does not
-look dead while it drains. Exit codes: 0 stopped by a signal, 2 refused at join (bad token, name
-taken), 3 revoked.
+look dead while it drains. A second signal skips what is left of the grace.
+
+Exit codes: 0 stopped by a signal, 2 refused at join (bad token, name taken), 3 revoked.
 """
 
 from __future__ import annotations
@@ -192,6 +193,12 @@ class Agent:
         finally:
             self._drained.set()
 
+    def hurry(self) -> None:
+        """Stop running tasks now instead of after the grace (a second signal)."""
+        self._abort = True
+        if self.runner is not None:
+            self.runner.interrupt_all()
+
     def drain_tasks(self) -> None:
         """Take no more leases, let running tasks finish (or stop them), deliver the reports, clean up."""
         runner, sync = self.runner, self.sync
@@ -285,6 +292,10 @@ def run(settings: AgentSettings, *, log_level: str = "info") -> int:
         return 2
 
     def _stop(signum: int, _frame: object) -> None:
+        if agent.stop_event.is_set():
+            log.info("signal %d again: stopping running tasks now", signum)
+            agent.hurry()
+            return
         log.info("signal %d: stopping", signum)
         agent.stop_event.set()
 

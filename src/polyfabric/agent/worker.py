@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     home = os.getcwd()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(AttributeError, ValueError):
-            stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+            stream.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     requests = os.fdopen(ctl_in, "rb")
     _write_all(ctl_out, orjson.dumps({"ready": os.getpid()}) + b"\n")
     for line in requests:

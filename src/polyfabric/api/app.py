@@ -31,7 +31,9 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
     app.state.notifier = Notifier()
     services.runtime.set_notifier(app.state.notifier.notify)
     install_error_handlers(app)
-    for module in (meta, tokens, nodes, audit, jobs, agent):
+    # The agent protocol first: routes are matched in order, and heartbeats, leases and reports are
+    # most of the traffic (no other router's paths overlap /v1/agent/).
+    for module in (agent, meta, tokens, nodes, audit, jobs):
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(RequestIdMiddleware)

@@ -10,18 +10,20 @@ scores, so a pass is reproducible from its seed); NODE filters (node state) are 
 node and the nodes they refuse leave the pass; the rest are ordered by free capacity (GPUs, then
 CPU: Nomad's computed node classes meet a best-fit index).
 
-Tasks with the same class key (the fields their CLASS and CYCLE plugins read: `task_fields`) get the
-same answers, so they share one `_Class`: the nodes it has looked at, the verdicts and scores it
-cached (stamped with the node's version), its current candidates and its explanation.
+Tasks with the same class key (the fields their CLASS and CYCLE plugins read: `task_fields`)
+get the same answers, so they share one `_Class`: the nodes it has looked at, the verdicts and
+scores it cached (stamped with the node's version), its candidates and its explanation. CLASS
+verdicts are shared wider still, by the fields the CLASS filters read alone.
 
-Per task the class keeps up to `k` candidates (Nomad's limit iterator, k ≈ log2(nodes)): stale
-candidates (their node changed since) are re-checked, one more node is explored from where the
-class left off, the worst is dropped if there are more than k, and the best is chosen (TASK
-plugins, such as excluded nodes, are asked on the best few only). Exploring walks the capacity
-order from the first node that could hold the request (best fit; worst fit walks down to it), so
-nodes too full at the start of the pass are never looked at; a node that a placement leaves
-unable to hold any pending task is marked dead and skipped by every class. A node a class saw
-refuse is never asked again by that class: CYCLE filters are monotone, tallies only grow.
+Per task a class keeps up to `k` candidates (Nomad's limit iterator: 2 for best fit, else about
+log2(nodes)). It tops them up by walking the capacity order from where it left off: best fit
+starts at the first node that could hold the request and goes toward emptier nodes, worst fit
+comes down from the emptiest to that point, random goes once around from its own offset; after
+that it goes round-robin over the nodes it has seen. Nodes too full at the start of the pass are
+never looked at, and a node a placement leaves unable to hold any pending task is dead for every
+class. The best candidate by cached score is re-checked only if its node changed since; a node
+that refused a class is never asked again by it (CYCLE filters are monotone, tallies only grow).
+TASK plugins (excluded nodes, topology) are asked per task, on the best candidates only.
 Placing a task changes only the chosen node; every other cached answer stays valid.
 
 Explanations are computed only for tasks that end up unplaced, once per class: every node is
@@ -62,8 +64,14 @@ Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
 Score = Callable[[TaskRequest, NodeView, CycleState], float]
 
 
-def default_candidates(node_count: int) -> int:
-    """How many feasible nodes a task compares: about log2 of the cluster, at least 2."""
+def default_candidates(node_count: int, order: NodeOrder = NodeOrder.RANDOM) -> int:
+    """How many feasible nodes a task compares by default (Nomad's limit iterator).
+
+    Best fit meets candidates tightest first, so the first two are as good as any more (Nomad's
+    limit for batch jobs); the other orders compare about log2 of the cluster, at least 2.
+    """
+    if order is NodeOrder.BEST_FIT:
+        return 2
     return max(2, node_count.bit_length())
 
 
@@ -78,8 +86,9 @@ def schedule(
     """Plan placements for `tasks` on `view`: highest priority first (earlier `submitted_seq` on
     ties), never past a concurrency limit or a node's capacity, each unplaced task explained.
 
-    `max_candidates` bounds how many feasible nodes are compared per task (default: about log2 of
-    the node count). Pure: the same view, tasks, profile and rng state give the same plan.
+    `max_candidates` bounds how many feasible nodes are compared per task (default:
+    `default_candidates`, by the profile's node order). Pure: the same view, tasks, profile and
+    rng state give the same plan.
     """
     if max_candidates is not None and max_candidates < 1:
         raise ValidationError(f"max_candidates must be at least 1, got {max_candidates}")
@@ -147,7 +156,7 @@ class _Pass:
         self.profile = profile
         self.shuffled = shuffled
         self.rank = {node.id: i for i, node in enumerate(shuffled)}
-        self.k = k if k is not None else default_candidates(len(shuffled))
+        self.k = k if k is not None else default_candidates(len(shuffled), profile.node_order)
         # Preemption is rarer and its choice matters more: it compares more nodes (kube samples
         # nodes for victims the same way, with a floor of 100).
         self.preemption_nodes = max(4 * self.k, 32)
@@ -212,20 +221,38 @@ class _Pass:
         self.dead: set[str] = set()
         self.floor: Resources | None = None
         if self.hints and ordered:
-            needs = {self._need(task) for task in ordered}
-            self.floor = Resources(
-                min(n.cpu_millis for n in needs), min(n.memory_bytes for n in needs),
-                min(n.disk_bytes for n in needs), min(n.gpus for n in needs), min(n.slots for n in needs),
-            )
-        for node in usable:
-            self._mark_dead(node.id)
-        if self.dead:
-            usable = [node for node in usable if node.id not in self.dead]
+            need = self._need
+            first = need(ordered[0])
+            cpu, mem, disk, gpus, slots = (first.cpu_millis, first.memory_bytes, first.disk_bytes, first.gpus,
+                                           first.slots)
+            for task in ordered:
+                n = need(task)
+                cpu = n.cpu_millis if n.cpu_millis < cpu else cpu
+                mem = n.memory_bytes if n.memory_bytes < mem else mem
+                disk = n.disk_bytes if n.disk_bytes < disk else disk
+                gpus = n.gpus if n.gpus < gpus else gpus
+                slots = n.slots if n.slots < slots else slots
+            self.floor = Resources(cpu, mem, disk, gpus, slots)
+        floor = self.floor
+        if floor is not None:  # raw arithmetic: thousands of nodes, no Resources built
+            for node in usable:
+                cap, used = node.capacity, node.allocated
+                if (
+                    cap.cpu_millis - used.cpu_millis < floor.cpu_millis
+                    or cap.memory_bytes - used.memory_bytes < floor.memory_bytes
+                    or cap.slots - used.slots < floor.slots
+                    or cap.gpus - used.gpus < floor.gpus
+                    or cap.disk_bytes - used.disk_bytes < floor.disk_bytes
+                ):
+                    self.dead.add(node.id)
+            if self.dead:
+                usable = [node for node in usable if node.id not in self.dead]
         self.order = profile.node_order
-        # Best fit walks from the tightest fit outwards, so what lies ahead scored worse at the
-        # start; the other orders look at k more nodes per task (Nomad's window), which keeps
-        # candidates fresh as the chosen nodes fill up.
-        self.explore = 0 if self.order is NodeOrder.BEST_FIT else self.k
+        # New nodes a class looks at per task, beyond topping its candidates up to k. Best fit
+        # walks from the tightest fit outwards, so what lies ahead scored worse at the start.
+        # Worst fit looks at k more (Nomad's window) so that candidates stay fresh as the chosen
+        # nodes fill up. Random looks at two more: the power of two random choices.
+        self.explore = {NodeOrder.BEST_FIT: 0, NodeOrder.WORST_FIT: self.k, NodeOrder.RANDOM: 2}[self.order]
         self.rng = rng
         self.usable = len(usable)
         if self.order is NodeOrder.RANDOM:
@@ -233,21 +260,25 @@ class _Pass:
             self.walk_keys: list[tuple[int, int, int]] = []
         else:
             keyed_nodes = []
+            rank = self.rank
             for node in usable:
-                free = cycle.free(node.id)
-                keyed_nodes.append(((free.gpus, free.cpu_millis, self.rank[node.id]), node))
+                cap, used = node.capacity, node.allocated
+                keyed_nodes.append(((cap.gpus - used.gpus, cap.cpu_millis - used.cpu_millis, rank[node.id]), node))
             keyed_nodes.sort(key=lambda pair: pair[0])
             self.walk = [node for _, node in keyed_nodes]
             self.walk_keys = [key for key, _ in keyed_nodes]
-        self.min_victim: int | None = None
+        self.lowest: dict[str, int] | None = None
         self.n_class_checks = 0
         self.n_cycle_checks = 0
         self.n_explained = 0
         self.n_preemption_searches = 0
 
     def _need(self, task: TaskRequest) -> Resources:
+        """What the `requires` hints say a node must have free for the task (their maximum)."""
         hints = self.hints
         need = hints[0](task)
+        if len(hints) == 1:
+            return need
         for hint in hints[1:]:
             other = hint(task)
             need = Resources(*(max(a, b) for a, b in zip(
@@ -291,9 +322,11 @@ class _Pass:
             if cs.exhausted:
                 if cs.summary is None:
                     cs.summary, cs.later, cs.not_now = self._explain(cs, None)
+                    cs.later = self._victim_order(cs.later)
                 summary, later, not_now = cs.summary, cs.later, cs.not_now
             else:  # the class has candidates, but TASK filters refused them all for this task
                 summary, later, not_now = self._explain(cs, task)
+                later = self._victim_order(later)
             if self._preempt(task, cs, summary, later, preemptions, unplaced):
                 continue
             if not self.shuffled:
@@ -522,56 +555,23 @@ class _Pass:
         node = self._first_ok(task, cs, candidates)
         if node is not None:
             return node
-        # None of the candidates will do for this task: look at every node the class can use.
-        self._see_all(cs)
+        # None of the candidates will do for this task: walk on (and round the seen nodes) until
+        # a node passes. What it looks at joins the candidates; the next pick trims them.
         pool = cs.pool
-        others = [n for n in cs.seen if n.id not in pool]
-        return self._first_ok(task, cs, others)
-
-    def _see_all(self, cs: _Class) -> None:
-        """Finish the class's walk and bring every seen node up to date."""
-        walk = self.walk
-        dead = self.dead
-        i, stop, step = cs.fresh, cs.stop, cs.step
-        while i != stop:
-            node = walk[i]
-            i += step
-            if node.id not in dead:
-                self._admit(cs, node)
-        cs.fresh = i
-        versions = self.versions
-        for node in [n for n in cs.seen if n.id in dead or cs.ver[n.id] != versions.get(n.id, 0)]:
-            if node.id in dead:
-                self._drop(cs, node)
-            else:
-                self._recheck(cs, node)
-
-    def _fresh(self, cs: _Class, node: NodeView) -> bool:
-        """Bring a seen node's verdict and score up to date; False if it now refuses the class."""
-        nid = node.id
-        return cs.ver[nid] == self.versions.get(nid, 0) or self._recheck(cs, node)
-
-    def _nominated(self, task: TaskRequest, cs: _Class) -> list[NodeView]:
-        """Nodes TASK scorers ask to be considered (where a workflow's other tasks run, say),
-        beyond the class's candidates, if they can take the class."""
-        out: list[NodeView] = []
-        view = self.view
-        pool = cs.pool
-        for nominate in self.nominators:
-            for nid in nominate(task, self.cycle):
-                if nid in pool or nid not in view or nid in self.refused or nid in self.dead or nid in cs.gone:
-                    continue
-                node = view.node(nid)
-                if nid in cs.pos:
-                    if self._fresh(cs, node):
-                        out.append(node)
-                elif self._admit(cs, node):
-                    out.append(node)
-        return out
+        while True:
+            node = self._explore(cs)
+            if node is None:
+                return None
+            pool[node.id] = node
+            if self._task_ok(task, node):
+                return node
 
     def _task_ok(self, task: TaskRequest, node: NodeView) -> bool:
         cycle = self.cycle
-        return all(check(task, node, cycle).status is _PASS for check in self.task_filters)
+        for check in self.task_filters:  # noqa: SIM110 - hot path: a loop beats all() on a generator
+            if check(task, node, cycle).status is not _PASS:
+                return False
+        return True
 
     def _first_ok(self, task: TaskRequest, cs: _Class, nodes: list[NodeView]) -> NodeView | None:
         """The best of `nodes` by cached plus TASK scores that the TASK filters accept."""
@@ -644,18 +644,13 @@ class _Pass:
         class_level = later is cs.later
         if class_level and cs.spent_at is not None and task.priority <= cs.spent_at:
             return False
-        if self.min_victim is None:
-            self.min_victim = min(
-                (t.priority for n in self.shuffled for t in n.running if t.preemptible), default=None
-            )
-            if self.min_victim is None:
-                self.min_victim = task.priority  # nothing is preemptible in this view
-        if task.priority <= self.min_victim:
+        lowest = self._lowest()
+        if not lowest or task.priority <= min(lowest.values()):
             return False
         self.n_preemption_searches += 1
         choice, kept = find_preemption(
             task, later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.preemption_nodes,
-            victim_filters=profile.victim_filters,
+            victim_filters=profile.victim_filters, lowest=lowest,
         )
         if class_level:
             cs.later = kept
@@ -680,6 +675,23 @@ class _Pass:
             _NOT_NOW, victims,
         ))
         return True
+
+    def _lowest(self) -> dict[str, int]:
+        """Node id -> the lowest priority among its preemptible running tasks (nodes with any)."""
+        if self.lowest is None:
+            self.lowest = {}
+            for node in self.shuffled:
+                floor = min((t.priority for t in node.running if t.preemptible), default=None)
+                if floor is not None:
+                    self.lowest[node.id] = floor
+        return self.lowest
+
+    def _victim_order(self, nodes: list[NodeView]) -> list[NodeView]:
+        """Preemption candidates: nodes with something preemptible, lowest priorities first."""
+        if not self.profile.preemption:
+            return nodes
+        lowest = self._lowest()
+        return sorted((n for n in nodes if n.id in lowest), key=lambda n: lowest[n.id])
 
     def _what_if(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> bool:
         """Would the node take the task (CYCLE and TASK filters) with the victims gone?"""

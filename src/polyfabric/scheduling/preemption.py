@@ -58,40 +58,59 @@ def _vector(r: Resources) -> tuple[int, int, int, int, int]:
     return (r.cpu_millis, r.memory_bytes, r.disk_bytes, r.gpus, r.slots)
 
 
-def _covers(vectors: Sequence[tuple[int, ...]], need: tuple[int, ...]) -> bool:
-    return all(sum(v[d] for v in vectors) >= n for d, n in enumerate(need) if n > 0)
+def _covers(combo: Sequence[int], vectors: Sequence[tuple[int, ...]], dims: Sequence[tuple[int, int]]) -> bool:
+    """Do the victims at `combo` free at least `n` in every needed dimension `(d, n)`?"""
+    for d, n in dims:
+        total = 0
+        for i in combo:
+            total += vectors[i][d]
+        if total < n:
+            return False
+    return True
 
 
-def _waste(vectors: Sequence[tuple[int, ...]], need: tuple[int, ...], cap: tuple[int, ...]) -> float:
+def _waste(combo: Sequence[int], vectors: Sequence[tuple[int, ...]], need: tuple[int, ...],
+           cap: tuple[int, ...]) -> float:
+    """What the victims free beyond the need, as fractions of the node's capacity, summed."""
     total = 0.0
     for d in range(5):
         if cap[d] > 0:
-            total += (sum(v[d] for v in vectors) - need[d]) / cap[d]
+            freed = 0
+            for i in combo:
+                freed += vectors[i][d]
+            total += (freed - need[d]) / cap[d]
     return total
 
 
-def _greedy(items: list[tuple[RunningTask, tuple[int, ...]]], need: tuple[int, ...]) -> list[int]:
-    """Indexes into `items`: cover the need by repeatedly taking the victim that covers most of
-    what is left (lower priority on ties), then drop victims that turned out unnecessary."""
+def _greedy(items: Sequence[RunningTask], vectors: Sequence[tuple[int, ...]], need: tuple[int, ...]) -> list[int]:
+    """Cover the need by repeatedly taking the victim that covers most of what is left (lower
+    priority on ties), then drop victims that turned out unnecessary. Indexes into `items`."""
     left = list(need)
     free_idx = list(range(len(items)))
     chosen: list[int] = []
     while any(n > 0 for n in left):
         best, best_gain = free_idx[0], (-1.0, 0)
         for i in free_idx:
-            vec = items[i][1]
-            gain = (sum(min(vec[d], left[d]) / need[d] for d in range(6) if left[d] > 0),
-                    -items[i][0].priority)
+            vec = vectors[i]
+            gain = (sum(min(vec[d], left[d]) / need[d] for d in range(6) if left[d] > 0), -items[i].priority)
             if gain > best_gain:
                 best, best_gain = i, gain
         free_idx.remove(best)
         chosen.append(best)
-        left = [left[d] - items[best][1][d] for d in range(6)]
-    for i in sorted(chosen, key=lambda i: (-items[i][0].priority, -sum(items[i][1][:5]))):
-        rest = [items[j][1] for j in chosen if j != i]
-        if _covers(rest, need):
+        left = [left[d] - vectors[best][d] for d in range(6)]
+    dims = [(d, n) for d, n in enumerate(need) if n > 0]
+    for i in sorted(chosen, key=lambda i: (-items[i].priority, -sum(vectors[i][:5]))):
+        rest = [j for j in chosen if j != i]
+        if _covers(rest, vectors, dims):
             chosen.remove(i)
     return chosen
+
+
+class _Beaten:
+    """The node has victims, but not better ones than the set to beat."""
+
+
+_BEATEN = _Beaten()
 
 
 def choose_victims(
@@ -104,6 +123,20 @@ def choose_victims(
 ) -> VictimSet | None:
     """The best victims on one node for `task` by resources and task count, or None if evicting
     every eligible victim would not make it fit (steps 1-3 of the module doc; no re-check)."""
+    choice = _choose(task, node, cycle, victim_filters, budget, None)
+    return None if isinstance(choice, _Beaten) else choice
+
+
+def _choose(
+    task: TaskRequest,
+    node: NodeView,
+    cycle: CycleState,
+    victim_filters: Sequence[VictimFilter],
+    budget: int,
+    beat: tuple[int, int] | None,
+) -> VictimSet | _Beaten | None:
+    """`choose_victims`, stopping early with _BEATEN once it is clear the node cannot offer fewer
+    or lower victims than `beat` (highest priority, count)."""
     request = task.resources
     capacity = node.capacity
     if capacity.shortfall(request):
@@ -134,9 +167,12 @@ def choose_victims(
     while upto < len(eligible):
         p = eligible[upto].priority
         while upto < len(eligible) and eligible[upto].priority == p:
-            vec = _vector(eligible[upto].resources)
-            for d in range(5):
-                acc[d] += vec[d]
+            r = eligible[upto].resources
+            acc[0] += r.cpu_millis
+            acc[1] += r.memory_bytes
+            acc[2] += r.disk_bytes
+            acc[3] += r.gpus
+            acc[4] += r.slots
             acc[5] += 1
             upto += 1
         if all(acc[d] >= need[d] for d in range(6)):
@@ -144,32 +180,43 @@ def choose_victims(
             break
     if level is None:
         return None
-    items = [(v, (*_vector(v.resources), 1)) for v in eligible[:upto]]
-    vectors = [vec for _, vec in items]
-    cap_v = _vector(capacity)
+    items = eligible[:upto]
+    vectors = [(*_vector(v.resources), 1) for v in items]
+    dims = [(d, n) for d, n in enumerate(need) if n > 0]
+    # No set on this node has fewer victims than this (largest victims first, per dimension).
+    lower = 1
+    for d, n in dims:
+        total, m = 0, 0
+        for amount in sorted((v[d] for v in vectors), reverse=True):
+            total += amount
+            m += 1
+            if total >= n:
+                break
+        lower = max(lower, m)
+    if beat is not None and (level, lower) > beat:
+        return _BEATEN
     # Step 3: fewest victims (exact while cheap), then priority sum, then waste.
-    chosen = _greedy(items, need)
-    lower = max(
-        (next(m for m in range(1, len(vectors) + 1)
-              if sum(sorted((v[d] for v in vectors), reverse=True)[:m]) >= n)
-         for d, n in enumerate(need) if n > 0),
-        default=1,
-    )
+    cap_v = _vector(capacity)
+    chosen = _greedy(items, vectors, need)
     spent = 0
     for size in range(lower, len(chosen) + 1):
         spent += comb(len(items), size)
         if spent > budget:
             break
-        fits = [c for c in combinations(range(len(items)), size) if _covers([vectors[i] for i in c], need)]
-        if fits:
-            chosen = list(min(fits, key=lambda c: (
-                sum(items[i][0].priority for i in c), _waste([vectors[i] for i in c], need, cap_v),
-                [items[i][0].task_id for i in c])))
+        best_key: tuple[int, float, list[str]] | None = None
+        for combo in combinations(range(len(items)), size):
+            if _covers(combo, vectors, dims):
+                psum = sum(items[i].priority for i in combo)
+                if best_key is not None and psum > best_key[0]:
+                    continue
+                key = (psum, _waste(combo, vectors, need, cap_v), [items[i].task_id for i in combo])
+                if best_key is None or key < best_key:
+                    best_key, chosen = key, list(combo)
+        if best_key is not None:
             break
-    victims = tuple(items[i][0] for i in chosen)
-    freed = [vectors[i] for i in chosen]
-    freed_total = [sum(v[d] for v in freed) for d in range(5)]
-    reserve = Resources(*(max(0, req_v[d] - freed_total[d]) for d in range(5)))
+    victims = tuple(items[i] for i in chosen)
+    freed = [sum(vectors[i][d] for i in chosen) for d in range(5)]
+    reserve = Resources(*(max(0, req_v[d] - freed[d]) for d in range(5)))
     need_text = "; ".join(
         [describe_shortfall(dim, request, free, capacity)
          for d, dim in enumerate(("cpu", "memory", "disk", "gpu", "slots")) if need[d] > 0]
@@ -181,7 +228,7 @@ def choose_victims(
         reserve=reserve,
         max_priority=max(v.priority for v in victims),
         priority_sum=sum(v.priority for v in victims),
-        waste=_waste(freed, need, cap_v),
+        waste=_waste(chosen, vectors, need, cap_v),
         need=need_text,
     )
 
@@ -195,10 +242,13 @@ def find_preemption(
     rank: Mapping[str, int],
     want: int,
     victim_filters: Sequence[VictimFilter] = (),
+    lowest: Mapping[str, int] | None = None,
 ) -> tuple[VictimSet | None, list[NodeView]]:
-    """Look through `candidates` (nodes that refused the task NOT_NOW) until `want` nodes offer a
-    victim set that passes `recheck`; return the best one and the candidates still worth asking.
+    """Look through `candidates` (nodes that refused the task NOT_NOW) until `want` nodes offer
+    victims; return the best set that passes `recheck`, and the candidates still worth asking.
 
+    `lowest` (node id -> lowest priority among its preemptible tasks), with candidates sorted by
+    it, lets the search stop as soon as no later node can offer lower or fewer victims.
     A node that offers nothing is dropped from the returned list: within a pass, victims only get
     used up and free resources only shrink, and later tasks of the same class have no higher
     priority, so it would offer nothing to them either.
@@ -211,8 +261,19 @@ def find_preemption(
         if found >= want:
             kept.extend(candidates[i:])
             break
-        choice = choose_victims(task, node, cycle, victim_filters=victim_filters)
+        if best is not None and lowest is not None:
+            floor = lowest.get(node.id)
+            if floor is not None and (best.max_priority < floor
+                                      or (best.max_priority == floor and len(best.victims) == 1)):
+                kept.extend(candidates[i:])  # sorted by `lowest`: nobody further on does better
+                break
+        beat = (best.max_priority, len(best.victims)) if best is not None else None
+        choice = _choose(task, node, cycle, victim_filters, _EXACT_BUDGET, beat)
         if choice is None:
+            continue  # nothing to offer, now or to later tasks of the class: dropped
+        kept.append(node)
+        found += 1
+        if isinstance(choice, _Beaten):
             continue
         freed = Resources()
         for victim in choice.victims:
@@ -221,8 +282,6 @@ def find_preemption(
             ok = recheck(task, node, cycle)
         if not ok:
             continue
-        kept.append(node)
-        found += 1
         order = choice.order(rank.get(node.id, 0))
         if best_order is None or order < best_order:
             best, best_order = choice, order

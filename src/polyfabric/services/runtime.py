@@ -190,6 +190,10 @@ class JobRuntime:
                 for row in rows.values():
                     self._queue_seq = max(self._queue_seq, row["queue_seq"])
                     self._restore_row(active, row)
+                    if run.cancelled and row["id"] in self._assignments:
+                        # The stop request lived in memory only: ask the node again, or the
+                        # attempts of a cancelled job would run on until they end by themselves.
+                        self._assignments[row["id"]].cancel_reason = "job cancelled (before a coordinator restart)"
         if self._queue:
             self.wake.set()
         return len(self._jobs)

@@ -1,10 +1,20 @@
-"""The transaction boundary: one connection, one transaction, the repositories bound to it."""
+"""The transaction boundary: one connection, one transaction, the repositories bound to it.
+
+SQLite has one writer at a time, and a writer that finds the lock taken sleeps in SQLite's busy
+handler (1, 2, 5 ... up to 100 ms a retry) rather than being woken when the lock is free: with a
+few dozen writing threads (registrations, heartbeats that change a node's state, the flusher, the
+failure detector) a write then waits hundreds of milliseconds for a lock that is free most of the
+time. So writers of one SQLite store queue on a lock in this process first and reach SQLite one
+by one; readers are not held. PostgreSQL is left to its own row locks.
+"""
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy.engine import Connection, Engine
 
-from polyfabric.store.engine import create_engine
+from polyfabric.store.engine import create_engine, is_sqlite
 from polyfabric.store.repositories.audit import SqlAuditRepository
 from polyfabric.store.repositories.domains import SqlDomainRepository
 from polyfabric.store.repositories.jobs import SqlJobRepository
@@ -13,21 +23,37 @@ from polyfabric.store.repositories.tokens import SqlTokenRepository
 
 __all__ = ["SqlStore", "SqlUnitOfWork"]
 
+_WRITE_LOCK_WAIT_S = 30.0
+
 
 class SqlUnitOfWork:
     """`with store.unit_of_work() as uow: ...; uow.commit()` — no commit, no change."""
 
-    def __init__(self, engine: Engine, readonly: bool) -> None:
+    def __init__(self, engine: Engine, readonly: bool, write_lock: threading.RLock | None = None) -> None:
         self._engine = engine
         self._readonly = readonly
         self._conn: Connection | None = None
+        self._write_lock = None if readonly else write_lock
 
     def __enter__(self) -> SqlUnitOfWork:
-        conn = self._engine.connect()
-        if self._readonly:
-            conn = conn.execution_options(polyfabric_readonly=True)
+        # Bounded like SQLite's own busy timeout: past it, go on and let SQLite decide as before.
+        if self._write_lock is not None and not self._write_lock.acquire(timeout=_WRITE_LOCK_WAIT_S):
+            self._write_lock = None
+        conn: Connection | None = None
+        try:
+            conn = self._engine.connect()
+            if self._readonly:
+                conn = conn.execution_options(polyfabric_readonly=True)
+            self._tx = conn.begin()
+        except BaseException:
+            try:
+                if conn is not None:
+                    conn.close()
+            finally:
+                if self._write_lock is not None:
+                    self._write_lock.release()
+            raise
         self._conn = conn
-        self._tx = conn.begin()
         self.domains = SqlDomainRepository(conn)
         self.tokens = SqlTokenRepository(conn)
         self.nodes = SqlNodeRepository(conn)
@@ -44,17 +70,23 @@ class SqlUnitOfWork:
             if self._tx.is_active:
                 self._tx.rollback()
         finally:
-            self._conn.close()
-            self._conn = None
+            try:
+                self._conn.close()
+                self._conn = None
+            finally:
+                if self._write_lock is not None:
+                    self._write_lock.release()
 
 
 class SqlStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        # Re-entrant: a thread that nests write units of work keeps today's behaviour (SQLite decides).
+        self._write_lock = threading.RLock() if is_sqlite(self.engine) else None
 
     def unit_of_work(self, *, readonly: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, readonly)
+        return SqlUnitOfWork(self.engine, readonly, self._write_lock)
 
     def close(self) -> None:
         self.engine.dispose()

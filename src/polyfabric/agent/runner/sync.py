@@ -15,7 +15,8 @@ call. Items leave the outbox only when an answer covers them; a failed call is r
 at most 2 s), so what the runner reported survives a lost answer, a coordinator restart or an
 error on this side (at-least-once; the coordinator is idempotent). A batch the coordinator calls
 malformed (400/413/422) is split in halves until the bad item stands alone, and that one is
-dropped with an error line, so one bad item cannot stall every report after it. `refused`
+dropped with an error line, so one bad item cannot stall every report after it (the same goes
+for a batch this side cannot encode). `refused`
 entries of an answer are logged and their attempts, if still running, stopped; its `cancel`
 list goes to the runner. While attempts run and nothing else is sent, an empty report goes out
 every `idle_report_s` so the coordinator sees the `running` list.
@@ -40,15 +41,16 @@ LEASE_PATH = "/v1/agent/lease"
 REPORT_PATH = "/v1/agent/report"
 
 
-def backoff(failures: int) -> float:
-    """0.5, 1, 2, 2, ... seconds."""
-    return min(0.25 * 2 ** min(failures, 4), 2.0)
+def backoff(failures: int, base_s: float = 0.25, max_s: float = 2.0) -> float:
+    """0.5, 1, 2, 2, ... seconds (with the defaults)."""
+    return min(base_s * 2 ** min(failures, 4), max_s)
 
 
 class LeasePoller:
     def __init__(self, client: AgentClient, runner: TaskRunner, *, wait_s: float = 10.0,
-                 full_wait_s: float = 1.0) -> None:
+                 full_wait_s: float = 1.0, backoff_base_s: float = 0.25) -> None:
         self.client = client
+        self.backoff_base_s = backoff_base_s
         self.runner = runner
         self.wait_s = wait_s
         self.full_wait_s = min(full_wait_s, wait_s)
@@ -103,7 +105,7 @@ class LeasePoller:
                         log.warning("lease poll refused: %s %s (retrying)", exc.status, exc.message)
                 else:
                     log.exception("lease poll failed (retrying)")
-                self._stop.wait(backoff(failures))
+                self._stop.wait(backoff(failures, self.backoff_base_s))
                 continue
             if failures:
                 log.info("lease polling works again after %d failure(s)", failures)
@@ -117,8 +119,10 @@ class LeasePoller:
 
 class Reporter:
     def __init__(self, client: AgentClient, runner: TaskRunner, outbox: Outbox, *, batch_delay_s: float = 0.005,
-                 max_items: int = 1000, max_log_bytes: int = 1024 * 1024, idle_report_s: float = 10.0) -> None:
+                 max_items: int = 1000, max_log_bytes: int = 1024 * 1024, idle_report_s: float = 10.0,
+                 backoff_base_s: float = 0.25) -> None:
         self.client = client
+        self.backoff_base_s = backoff_base_s
         self.runner = runner
         self.outbox = outbox
         self.batch_delay_s = batch_delay_s
@@ -147,6 +151,15 @@ class Reporter:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._loop()
+            except Exception:  # a bug here must not end reporting: the items stay in the outbox
+                log.exception("the reporter failed (restarting it)")
+                self.failures += 1
+                self._stop.wait(backoff(self.failures, self.backoff_base_s))
+
+    def _loop(self) -> None:
         last_call = time.monotonic()
         while not self._stop.is_set():
             idle_left = max(0.05, self.idle_report_s - (time.monotonic() - last_call))
@@ -167,7 +180,7 @@ class Reporter:
                 self.failures = 0
             elif verdict == "failed":
                 self.failures += 1
-                self._stop.wait(backoff(self.failures))
+                self._stop.wait(backoff(self.failures, self.backoff_base_s))
 
     def send(self, batch: Batch) -> str:
         """One report call for `batch`: "ok" (acknowledged), "failed" (kept, retry later) or "split" (retry now)."""
@@ -179,19 +192,22 @@ class Reporter:
             if self.failures == 0 or self.failures % 30 == 0:
                 log.warning("report: %s (keeping %d item(s) to resend)", exc.message, len(self.outbox))
             return "failed"
-        except ApiError as exc:
-            if exc.status in (400, 413, 422):
+        except (ApiError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: this side could not encode the batch; treated like a refusal of it.
+            status = exc.status if isinstance(exc, ApiError) else 0
+            message = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+            if status in (0, 400, 413, 422):
                 if batch.count > 1:
                     self._limit = max(1, batch.count // 2)
-                    log.warning("the coordinator refused a report of %d item(s) (%s %s): sending smaller ones",
-                                batch.count, exc.status, exc.message)
+                    log.warning("a report of %d item(s) failed (%s %s): sending smaller ones", batch.count,
+                                status or "", message)
                     return "split"
-                log.error("the coordinator refuses this report item for good (%s %s), dropping it: %r",
-                          exc.status, exc.message, (batch.events or batch.logs)[:1])
+                log.error("this report item cannot be delivered (%s %s), dropping it: %r", status or "", message,
+                          (batch.events or batch.logs)[:1])
                 self._acknowledged(batch, {})
                 return "ok"
             if self.failures == 0 or self.failures % 30 == 0:
-                log.warning("report refused: %s %s (keeping %d item(s) to resend)", exc.status, exc.message,
+                log.warning("report refused: %s %s (keeping %d item(s) to resend)", status, message,
                             len(self.outbox))
             return "failed"
         except Exception:
@@ -223,11 +239,12 @@ class Sync:
 
     def __init__(self, runner: TaskRunner, outbox: Outbox, lease_client: AgentClient, report_client: AgentClient,
                  *, lease_wait_s: float = 10.0, full_wait_s: float = 1.0, batch_delay_s: float = 0.005,
-                 idle_report_s: float = 10.0) -> None:
+                 idle_report_s: float = 10.0, backoff_base_s: float = 0.25) -> None:
         self.runner = runner
-        self.poller = LeasePoller(lease_client, runner, wait_s=lease_wait_s, full_wait_s=full_wait_s)
+        self.poller = LeasePoller(lease_client, runner, wait_s=lease_wait_s, full_wait_s=full_wait_s,
+                                  backoff_base_s=backoff_base_s)
         self.reporter = Reporter(report_client, runner, outbox, batch_delay_s=batch_delay_s,
-                                 idle_report_s=idle_report_s)
+                                 idle_report_s=idle_report_s, backoff_base_s=backoff_base_s)
 
     def start(self) -> Sync:
         self.reporter.start()

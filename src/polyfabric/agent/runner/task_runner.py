@@ -88,6 +88,7 @@ class TaskRunner:
     def start(self) -> TaskRunner:
         """Create the work root, clear what an earlier agent left there, start the cleaner."""
         self.work_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.work_root.chmod(0o700)
         removed = sweep(self.work_root)
         if removed:
             log.info("removed %d workspace(s) left by an earlier run", removed)
@@ -274,14 +275,12 @@ class TaskRunner:
                 return
             if attempt.workspace is None:
                 continue
-            with self._lock:
-                busy = [a.pgid for a in self._running.values() if a.pgid is not None]
             try:
-                attempt.workspace.remove(attempt.pgid, busy_pgids=busy)
+                attempt.workspace.remove(attempt.pgid)
             except Exception:
                 log.exception("removing workspace %s failed", attempt.workspace.path)
 
-    # -- helpers (the lock is held where it says _locked or the caller holds it) -----------
+    # -- helpers (_known, _remember, _shortfall and _need: the caller holds the lock) -------
 
     def _known(self, ident: Ident) -> bool:
         return ident in self._running or ident in self._unacked or ident in self._seen

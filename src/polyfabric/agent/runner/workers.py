@@ -110,8 +110,9 @@ class Worker:
         self._poller = select.poll()
         self._poller.register(self._rep_r, select.POLLIN | select.POLLHUP | select.POLLERR)
         self._poller.register(self._wake_r, select.POLLIN)
+        startup_errors = LogWriter(lambda *_: None, "stderr")  # kept only to explain a failed start
         self._out = Pump(out_r, f"worker{self.pid}-out", flush_interval_s=flush_interval_s).start()
-        self._err = Pump(err_r, f"worker{self.pid}-err", flush_interval_s=flush_interval_s).start()
+        self._err = Pump(err_r, f"worker{self.pid}-err", startup_errors, flush_interval_s=flush_interval_s).start()
         try:
             line = self._read_line(time.monotonic() + start_timeout_s, None)
             if line is _TIMEOUT:
@@ -121,8 +122,11 @@ class Worker:
                 raise WorkerDied(f"it said {ready!r} instead of ready")
         except (WorkerDied, orjson.JSONDecodeError) as exc:
             self.kill()
+            self._err.finish(eof_timeout_s=0.5)
+            last = startup_errors.last_line()
             raise WorkerDied(f"the Python worker did not start ({exc}; {_describe_exit(self._proc.returncode)})"
-                             ) from None
+                             + (f": {last}" if last else "")) from None
+        self._err.retarget(None)
 
     # -- one call --------------------------------------------------------------------------
 
@@ -168,8 +172,10 @@ class Worker:
                 self._err.retarget(None)
 
     def _poke(self) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self._wake_w, b"x")
+        fd = self._wake_w
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(fd, b"x")
 
     def _drain_wake(self) -> None:
         with contextlib.suppress(OSError):
@@ -227,9 +233,9 @@ class Worker:
         """Let the worker exit by itself (end of input), killing it if it does not."""
         if self.dead:
             return
+        fd, self._req_w = self._req_w, -1
         with contextlib.suppress(OSError):
-            os.close(self._req_w)
-        self._req_w = -1
+            os.close(fd)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._proc.wait(timeout_s)
         self.kill()
@@ -237,11 +243,13 @@ class Worker:
         self._err.finish(eof_timeout_s=0.1)
 
     def _close_fds(self) -> None:
-        for fd in (self._req_w, self._rep_r, self._wake_r, self._wake_w):
+        # Forget the numbers first: a late _poke must not write into a reused descriptor.
+        fds = (self._req_w, self._rep_r, self._wake_r, self._wake_w)
+        self._req_w = self._rep_r = self._wake_r = self._wake_w = -1
+        for fd in fds:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._req_w = self._rep_r = self._wake_r = self._wake_w = -1
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -12,18 +12,18 @@ a workspace under the root and removes the directories, when the runner starts.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from polyfabric.agent.runner.groups import signal_group
+from polyfabric.agent.runner.groups import group_members
 
 __all__ = ["RESULT_FILE", "Workspace", "remove_tree", "sweep"]
 
@@ -55,14 +55,25 @@ class Workspace:
         (path / "tmp").mkdir(mode=0o700)
         return cls(path)
 
-    def remove(self, pgid: int | None = None, *, busy_pgids: Iterable[int] = ()) -> None:
+    def remove(self, pgid: int | None = None) -> None:
         """Kill what is left of the attempt's process group, then delete the directory.
 
-        `busy_pgids` are groups of attempts still running: a pgid is a pid, and pids are reused,
-        so a finished attempt's old group id may by now belong to another attempt's command.
+        A pgid is a pid, and pids are reused: by now the number may name someone else's group.
+        So only members whose environment names this workspace are killed (a leftover that
+        cleared its environment escapes; so does one that left the group with setsid).
         """
-        if pgid is not None and pgid not in set(busy_pgids):
-            signal_group(pgid, signal.SIGKILL)
+        if pgid is not None:
+            marker = f"POLYFABRIC_WORKSPACE={self.path}".encode()
+            for pid in group_members(pgid):
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as handle:
+                        environ = handle.read().split(b"\0")
+                except OSError:
+                    continue
+                if marker in environ:
+                    log.info("killing process %d left running by the task in %s", pid, self.path)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
         remove_tree(self.path)
 
 

@@ -19,6 +19,8 @@ import pytest
 from polyfabric.agent.runner import Outbox, TaskRunner
 from polyfabric.testing import wait_until
 
+__all__ = ["OutboxView"]
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 FUNCTIONS = '''

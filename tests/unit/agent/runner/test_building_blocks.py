@@ -10,6 +10,8 @@ import pytest
 from polyfabric.agent.runner import Lease, LeaseInvalid, Outbox
 from polyfabric.agent.runner.streams import LogWriter, Pump
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 

@@ -17,6 +17,8 @@ from polyfabric.agent.runner.streams import LogWriter
 from polyfabric.agent.runner.workspace import Workspace
 from polyfabric.testing import wait_until
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 

@@ -14,6 +14,8 @@ from polyfabric.agent.runner.streams import LogWriter
 from polyfabric.agent.runner.workspace import Workspace
 from polyfabric.testing import wait_until
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 F = "pf_test_functions"
@@ -150,3 +152,20 @@ def test_per_call_overhead_of_a_trivial_function_is_well_under_a_millisecond(tmp
         assert median < 0.002  # target well under 1 ms; loose so a busy CI machine does not flake
     finally:
         pool.close()
+
+
+def test_a_worker_that_cannot_start_fails_the_call_with_its_error(tmp_path, make_lease):
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "orjson.py").write_text("raise ImportError('orjson is broken on this node')\n")
+    pool = WorkerPool(1, cwd=tmp_path, pythonpath=[shadow], start_timeout_s=10)
+    workspace = Workspace.create(tmp_path / "work", "t-nostart", 1)
+    lease = Lease.from_wire(make_lease(function=f"{F}:trivial"))
+    try:
+        outcome = pool.call(lease, workspace, stdout=LogWriter(lambda *a: None, "stdout"),
+                            stderr=LogWriter(lambda *a: None, "stderr"), interrupt=Interrupt())
+    finally:
+        pool.close()
+    assert outcome.status == "failed"
+    assert outcome.error is not None and outcome.error.startswith("the Python worker did not start")
+    assert "orjson is broken on this node" in outcome.error

@@ -11,6 +11,8 @@ import pytest
 from polyfabric.domain.resources import Resources
 from polyfabric.testing import wait_until
 
+__all__: list[str] = []
+
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="tasks run as POSIX process groups")
 
 F = "pf_test_functions"
@@ -19,10 +21,10 @@ F = "pf_test_functions"
 def test_never_more_attempts_than_slots_and_the_rest_is_rejected(runner_factory, make_lease, view, tmp_path):
     runner = runner_factory(slots=2)
     marks = tmp_path / "marks"
-    span = ("import sys, time; start = time.time(); time.sleep(0.3); "
+    span = ("import sys, time; start = time.time(); time.sleep(0.2); "
             f"open({str(marks)!r}, 'a').write(f'{{start}} {{time.time()}}\\n')")
     command_leases = [make_lease([sys.executable, "-c", span]) for _ in range(2)]
-    extra = make_lease(function=f"{F}:span", args={"seconds": 0.3, "marks": str(marks)})
+    extra = make_lease(function=f"{F}:span", args={"seconds": 0.2, "marks": str(marks)})
     assert runner.free_slots() == 2
     started = runner.offer([*command_leases, extra])
     assert len(started) == 2 and runner.free_slots() == 0
@@ -30,7 +32,7 @@ def test_never_more_attempts_than_slots_and_the_rest_is_rejected(runner_factory,
     assert rejected["type"] == "rejected" and rejected["reason"] == "not enough free slots: it needs 1, 0 of 2 free"
     assert view.types(extra["task_id"]) == ["rejected"]
     # Keep offering work as slots free up, as the lease poller does; record when each ran.
-    later = [make_lease(function=f"{F}:span", args={"seconds": 0.2, "marks": str(marks)}) for _ in range(4)]
+    later = [make_lease(function=f"{F}:span", args={"seconds": 0.1, "marks": str(marks)}) for _ in range(4)]
     pending = list(later)
     while pending:
         wait_until(lambda: runner.free_slots() > 0, timeout=10, interval=0.005)
