@@ -90,7 +90,7 @@ class FakeCoordinator:
     # -- the HTTP side -----------------------------------------------------------------------
 
     def _lease(self, body: dict[str, Any]) -> dict[str, Any]:
-        if set(body) != {"wait_s", "free_slots"}:
+        if set(body) != {"wait_s", "free_slots", "known"}:
             self.problems.append(f"lease body {body}")
         self.lease_calls.append(body)
         deadline = time.monotonic() + min(float(body.get("wait_s", 0)), 30.0)

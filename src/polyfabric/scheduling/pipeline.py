@@ -566,6 +566,29 @@ class _Pass:
             if self._task_ok(task, node):
                 return node
 
+    def _fresh(self, cs: _Class, node: NodeView) -> bool:
+        """Bring a seen node's verdict and score up to date; False if it now refuses the class."""
+        nid = node.id
+        return cs.ver[nid] == self.versions.get(nid, 0) or self._recheck(cs, node)
+
+    def _nominated(self, task: TaskRequest, cs: _Class) -> list[NodeView]:
+        """Nodes TASK scorers ask to be considered (where a workflow's other tasks run, say),
+        beyond the class's candidates, if they can take the class."""
+        out: list[NodeView] = []
+        view = self.view
+        pool = cs.pool
+        for nominate in self.nominators:
+            for nid in nominate(task, self.cycle):
+                if nid in pool or nid not in view or nid in self.refused or nid in self.dead or nid in cs.gone:
+                    continue
+                node = view.node(nid)
+                if nid in cs.pos:
+                    if self._fresh(cs, node):
+                        out.append(node)
+                elif self._admit(cs, node):
+                    out.append(node)
+        return out
+
     def _task_ok(self, task: TaskRequest, node: NodeView) -> bool:
         cycle = self.cycle
         for check in self.task_filters:  # noqa: SIM110 - hot path: a loop beats all() on a generator

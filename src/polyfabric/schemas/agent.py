@@ -61,14 +61,16 @@ class HeartbeatOut(Response):
     heartbeat_interval_s: float
 
 
-class LeaseIn(Request):
-    wait_s: float = Field(default=10.0, ge=0, le=30)
-    free_slots: int | None = Field(default=None, ge=0)
-
-
 class AttemptRef(Request):
     task_id: str = Field(max_length=64)
     attempt: int = Field(ge=0)
+
+
+class LeaseIn(Request):
+    wait_s: float = Field(default=10.0, ge=0, le=30)
+    free_slots: int | None = Field(default=None, ge=0)
+    known: list[AttemptRef] | None = Field(default=None, max_length=10000,
+                                           description="attempts the agent already holds: not sent again")
 
 
 class ReportEvent(Request):

@@ -106,6 +106,7 @@ class Assignment:
     cancel_reason: str | None = None
     preempted_by: str | None = None
     committed: bool = True  # False until the commit that made it is durable: only then is it sent
+    cancel_sent_at: float = -1e18
 
 
 @dataclass
@@ -766,14 +767,20 @@ class JobRuntime:
 
     # -- the agent side ---------------------------------------------------------------------
 
-    def leases_for(self, node_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """What this node must run (leased, not started) and what it must stop."""
+    def leases_for(self, node_id: str, known: set[tuple[str, int]] | None = None,
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """What this node must run (leased, durable, not in `known`: the attempts the agent says it
+        already holds) and what it must stop (a cancel is repeated at most every 2 s until reported)."""
+        now = self._ctx.clock.now()
         with self._lock:
             leases, cancels = [], []
             for a in self._by_node.get(node_id, {}).values():
                 if a.cancel_reason is not None:
-                    cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
-                elif a.status == S.LEASED.value and a.committed:
+                    if now - a.cancel_sent_at >= 2.0:
+                        a.cancel_sent_at = now
+                        cancels.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.cancel_reason})
+                elif a.status == S.LEASED.value and a.committed and (
+                        known is None or (a.task_id, a.attempt) not in known):
                     job = self._jobs[a.job_id]
                     row = job.rows[a.key]
                     payload = row["payload"]

@@ -77,8 +77,10 @@ class LeasePoller:
 
         Raises what the client raises."""
         free = self.runner.free_slots()
-        wait = self.wait_s if free > 0 else self.full_wait_s
-        reply = self.client.post(LEASE_PATH, {"wait_s": wait, "free_slots": free}) or {}
+        # `known`: what this agent holds already, so the coordinator sends only what is new and the
+        # long-poll waits for real news (a freed slot arrives as a lease after our own report).
+        reply = self.client.post(LEASE_PATH, {"wait_s": self.wait_s, "free_slots": free,
+                                              "known": self.runner.running()}) or {}
         self.polls += 1
         leases, cancels = reply.get("leases") or [], reply.get("cancel") or []
         before = self.runner.decisions

@@ -112,10 +112,11 @@ async def lease(request: Request, call: SignedCall = Depends(signed_call)) -> di
     notifier = request.app.state.notifier
     payload: LeaseIn = _parse(LeaseIn, call.body)
     key = f"node:{call.node_id}"
+    known = None if payload.known is None else {(k.task_id, k.attempt) for k in payload.known}
     deadline = time.monotonic() + min(payload.wait_s, 30.0)
     while True:
         seen = notifier.version(key)
-        leases, cancels = services.runtime.leases_for(call.node_id)
+        leases, cancels = services.runtime.leases_for(call.node_id, known)
         remaining = deadline - time.monotonic()
         if leases or cancels or remaining <= 0 or await request.is_disconnected():
             return {"leases": leases, "cancel": cancels}
