@@ -1,13 +1,15 @@
 """Time one scheduling pass (`polyfabric.scheduling.schedule`) on synthetic clusters.
 
-    python -m benchmarks.scheduling_core            # 1,000 × 10,000 and 10,000 × 10,000
+    python -m benchmarks.scheduling_core            # 1,000 × 10,000, 10,000 × 10,000, saturated
     python -m benchmarks.scheduling_core --repeat 9 --scorer spread
+    python -m benchmarks.scheduling_core --scenario 1000x10000@1.2     # nodes x tasks @ busy
 
 Clusters are generated from a seed: mixed node sizes (some with GPUs), a few cordoned or down
 nodes, nodes already 0-40 % busy with lower-priority work, labels for region/zone/arch. Tasks
 come from a dozen resource shapes across hundreds of workflows, some with label constraints,
-excluded nodes, semaphores and workflow caps, priorities 0-10. The first scenario asks for about
-as much as the cluster has, so it also exercises unplaced explanations and preemption.
+excluded nodes, semaphores and workflow caps, priorities 0-10. The first two scenarios have room
+for most tasks (limits hold some back); the third fills nodes up to 0-120 % before the pass, so
+many tasks find no node: it measures explanations and preemption.
 
 Prints a table, then one JSON line with the figures and the machine they were taken on.
 """
@@ -144,12 +146,11 @@ def build_tasks(count: int, seed: int, node_ids: list[str]) -> list[TaskRequest]
     return tasks
 
 
-def run_scenario(nodes: int, tasks: int, *, repeat: int, seed: int, scorer: str,
+def run_scenario(nodes: int, tasks: int, *, busy: float, repeat: int, seed: int, scorer: str, order: str,
                  max_candidates: int | None) -> dict[str, Any]:
     """Build one cluster and task set, plan it `repeat` times (a fresh rng each), keep every time."""
-    view = build_cluster(nodes, seed)
+    view = build_cluster(nodes, seed, busy=busy)
     pending = build_tasks(tasks, seed, [n.id for n in view.nodes])
-    order = "worst_fit" if scorer == "spread" else "best_fit"
     profile = builtin_registry().profile(scorer, scorers={scorer: 1.0}, node_order=order)
     times = []
     plan = None
@@ -159,10 +160,12 @@ def run_scenario(nodes: int, tasks: int, *, repeat: int, seed: int, scorer: str,
         times.append(time.perf_counter() - start)
     assert plan is not None
     return {
-        "scenario": f"{nodes}x{tasks}",
+        "scenario": f"{nodes}x{tasks}@{busy:g}",
         "nodes": nodes,
         "tasks": tasks,
+        "busy": busy,
         "scorer": scorer,
+        "order": order,
         "median_s": round(statistics.median(times), 4),
         "best_s": round(min(times), 4),
         "runs_s": [round(t, 4) for t in times],
@@ -180,7 +183,9 @@ def run_scenario(nodes: int, tasks: int, *, repeat: int, seed: int, scorer: str,
 COLUMNS = [
     ("nodes", "nodes"),
     ("tasks", "tasks"),
+    ("busy", "busy ≤"),
     ("scorer", "scorer"),
+    ("order", "order"),
     ("median_s", "median s"),
     ("best_s", "best s"),
     ("placed", "placed"),
@@ -199,17 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="passes per scenario (median and best kept)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--scorer", choices=("binpack", "spread"), default="binpack")
+    parser.add_argument("--order", choices=("best_fit", "worst_fit", "random"), default=None,
+                        help="node order (default: best_fit with binpack, random with spread)")
     parser.add_argument("--max-candidates", type=int, default=None, help="default: about log2(nodes)")
-    parser.add_argument("--scenario", action="append", metavar="NODESxTASKS",
-                        help="e.g. 1000x10000 (repeatable; default: 1000x10000 and 10000x10000)")
+    parser.add_argument("--scenario", action="append", metavar="NODESxTASKS[@BUSY]",
+                        help="e.g. 1000x10000 or 1000x10000@1.2: nodes start up to BUSY full (default 0.4); "
+                             "repeatable; default: 1000x10000, 10000x10000 and 1000x10000@1.2")
     args = parser.parse_args(argv)
+    order = args.order or ("random" if args.scorer == "spread" else "best_fit")
     info = machine()
     results = []
-    for spec in args.scenario or ["1000x10000", "10000x10000"]:
-        nodes, tasks = (int(x) for x in spec.lower().split("x"))
-        log(f"scheduling {tasks} tasks on {nodes} nodes, {args.repeat} pass(es)")
-        results.append(run_scenario(nodes, tasks, repeat=args.repeat, seed=args.seed, scorer=args.scorer,
-                                    max_candidates=args.max_candidates))
+    for spec in args.scenario or ["1000x10000", "10000x10000", "1000x10000@1.2"]:
+        size, _, busy = spec.lower().partition("@")
+        nodes, tasks = (int(x) for x in size.split("x"))
+        log(f"scheduling {tasks} tasks on {nodes} nodes (busy up to {busy or 0.4}), {args.repeat} pass(es)")
+        results.append(run_scenario(nodes, tasks, busy=float(busy or 0.4), repeat=args.repeat, seed=args.seed,
+                                    scorer=args.scorer, order=order, max_candidates=args.max_candidates))
     print_table(results, COLUMNS, title=f"one schedule() pass, median of {args.repeat}; {describe_machine(info)}")
     emit_json("scheduling_core", {"machine": info, "argv": sys.argv[1:] if argv is None else argv,
                                   "results": results})

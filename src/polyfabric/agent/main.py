@@ -265,7 +265,9 @@ class Agent:
                 if exc.status == 404 and self.settings.join_token:
                     self.join()
                     continue
-                if not exc.is_retryable:
+                # 409: the node changed under this heartbeat (an operator acted at the same moment);
+                # the next heartbeat settles on the fresh state.
+                if not (exc.is_retryable or exc.status in (409, 500)):
                     raise self._refusal(exc) from None
                 failures += 1
                 delay = min(0.25 * 2 ** min(failures, 4), 2.0)

@@ -98,6 +98,14 @@ def schedule(
     return _Pass(view, profile, rng, max_candidates, ordered).run(ordered)
 
 
+def _first_refusal(checks: list[Check], task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict | None:
+    for check in checks:
+        verdict = check(task, node, cycle)
+        if verdict.status is not _PASS:
+            return verdict
+    return None
+
+
 class _Class:
     """What one equivalence class of tasks has learned about the nodes during the pass."""
 
@@ -142,6 +150,9 @@ class _Class:
 
 
 class _Pass:
+    """One run of `schedule()`: the plugins sorted by scope, the nodes in walk order, the cycle's
+    tallies and every class's cache. Used once, then dropped."""
+
     def __init__(
         self,
         view: ClusterView,
@@ -154,16 +165,34 @@ class _Pass:
         rng.shuffle(shuffled)
         self.view = view
         self.profile = profile
+        self.rng = rng
         self.shuffled = shuffled
         self.rank = {node.id: i for i, node in enumerate(shuffled)}
-        self.k = k if k is not None else default_candidates(len(shuffled), profile.node_order)
+        self.order = profile.node_order
+        self.k = k if k is not None else default_candidates(len(shuffled), self.order)
+        # New nodes a class looks at per task, beyond topping its candidates up to k. Best fit
+        # walks from the tightest fit outwards, so what lies ahead scored worse at the start.
+        # Worst fit looks at k more (Nomad's window) so that candidates stay fresh as the chosen
+        # nodes fill up. Random looks at two more: the power of two random choices.
+        self.explore = {NodeOrder.BEST_FIT: 0, NodeOrder.WORST_FIT: self.k, NodeOrder.RANDOM: 2}[self.order]
         # Preemption is rarer and its choice matters more: it compares more nodes (kube samples
-        # nodes for victims the same way, with a floor of 100).
+        # nodes for victims the same way).
         self.preemption_nodes = max(4 * self.k, 32)
-        self.cycle = cycle = CycleState(view)
-        self.versions = cycle._version
-        self.gates = [gate.admit for gate in profile.gates]
+        self.cycle = CycleState(view)
+        self.versions = self.cycle._version
+        self._sort_plugins(profile)
+        self._sort_nodes(ordered)
+        self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
+        self.lowest: dict[str, int] | None = None
+        self.lowest_anywhere = 0
+        self.n_class_checks = 0
+        self.n_cycle_checks = 0
+        self.n_explained = 0
+        self.n_preemption_searches = 0
 
+    def _sort_plugins(self, profile: Profile) -> None:
+        """Plugins by scope, the class and group keys from the fields they read, their hints."""
+        self.gates = [gate.admit for gate in profile.gates]
         by_scope: dict[Scope, list[Any]] = {scope: [] for scope in Scope}
         for flt in profile.filters:
             by_scope[flt.scope].append(flt)
@@ -182,6 +211,8 @@ class _Pass:
             else:
                 self.cached_scorers.append(pair)
                 keyed.append(weighted.scorer)
+        self.nominators = [w.scorer.nominate for w in profile.scorers
+                           if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))]
         fields: set[str] = set()
         for plugin in keyed:
             fields.update(getattr(plugin, "task_fields", DEFAULT_TASK_FIELDS))
@@ -192,39 +223,31 @@ class _Pass:
         for flt in by_scope[Scope.CLASS]:
             group_fields.update(getattr(flt, "task_fields", DEFAULT_TASK_FIELDS))
         self.group_key = class_key_function(group_fields)
-        self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
-        self.nominators = [w.scorer.nominate for w in profile.scorers
-                           if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))]
         self.hints: list[Callable[[TaskRequest], Resources]] = [
-            f.requires for f in keyed[: len(by_scope[Scope.CLASS]) + len(by_scope[Scope.CYCLE])]
+            f.requires for f in (*by_scope[Scope.CLASS], *by_scope[Scope.CYCLE])
             if callable(getattr(f, "requires", None))
         ]
 
-        # NODE filters, once per node; the survivors ordered by free capacity.
+    def _sort_nodes(self, ordered: list[TaskRequest]) -> None:
+        """NODE filters once per node; nodes unable to hold the smallest request are dead; the
+        rest in walk order."""
+        cycle = self.cycle
         self.refused: dict[str, Verdict] = {}
         usable: list[NodeView] = []
         rep = ordered[0] if ordered else None
-        for node in shuffled:
-            verdict = None
-            if rep is not None:
-                for check in self.node_filters:
-                    verdict = check(rep, node, cycle)
-                    if verdict.status is not _PASS:
-                        break
-                else:
-                    verdict = None
+        for node in self.shuffled:
+            verdict = _first_refusal(self.node_filters, rep, node, cycle) if rep is not None else None
             if verdict is None:
                 usable.append(node)
             else:
                 self.refused[node.id] = verdict
-        # Nodes that cannot hold even the smallest pending request are dead for every class.
         self.dead: set[str] = set()
         self.floor: Resources | None = None
         if self.hints and ordered:
             need = self._need
             first = need(ordered[0])
-            cpu, mem, disk, gpus, slots = (first.cpu_millis, first.memory_bytes, first.disk_bytes, first.gpus,
-                                           first.slots)
+            cpu, mem, disk = first.cpu_millis, first.memory_bytes, first.disk_bytes
+            gpus, slots = first.gpus, first.slots
             for task in ordered:
                 n = need(task)
                 cpu = n.cpu_millis if n.cpu_millis < cpu else cpu
@@ -232,10 +255,8 @@ class _Pass:
                 disk = n.disk_bytes if n.disk_bytes < disk else disk
                 gpus = n.gpus if n.gpus < gpus else gpus
                 slots = n.slots if n.slots < slots else slots
-            self.floor = Resources(cpu, mem, disk, gpus, slots)
-        floor = self.floor
-        if floor is not None:  # raw arithmetic: thousands of nodes, no Resources built
-            for node in usable:
+            floor = self.floor = Resources(cpu, mem, disk, gpus, slots)
+            for node in usable:  # raw arithmetic: thousands of nodes, no Resources built
                 cap, used = node.capacity, node.allocated
                 if (
                     cap.cpu_millis - used.cpu_millis < floor.cpu_millis
@@ -247,31 +268,19 @@ class _Pass:
                     self.dead.add(node.id)
             if self.dead:
                 usable = [node for node in usable if node.id not in self.dead]
-        self.order = profile.node_order
-        # New nodes a class looks at per task, beyond topping its candidates up to k. Best fit
-        # walks from the tightest fit outwards, so what lies ahead scored worse at the start.
-        # Worst fit looks at k more (Nomad's window) so that candidates stay fresh as the chosen
-        # nodes fill up. Random looks at two more: the power of two random choices.
-        self.explore = {NodeOrder.BEST_FIT: 0, NodeOrder.WORST_FIT: self.k, NodeOrder.RANDOM: 2}[self.order]
-        self.rng = rng
         self.usable = len(usable)
+        self.walk_keys: list[tuple[int, int, int]] = []
         if self.order is NodeOrder.RANDOM:
             self.walk = usable + usable  # each class starts at its own offset and wraps around
-            self.walk_keys: list[tuple[int, int, int]] = []
-        else:
-            keyed_nodes = []
-            rank = self.rank
-            for node in usable:
-                cap, used = node.capacity, node.allocated
-                keyed_nodes.append(((cap.gpus - used.gpus, cap.cpu_millis - used.cpu_millis, rank[node.id]), node))
-            keyed_nodes.sort(key=lambda pair: pair[0])
-            self.walk = [node for _, node in keyed_nodes]
-            self.walk_keys = [key for key, _ in keyed_nodes]
-        self.lowest: dict[str, int] | None = None
-        self.n_class_checks = 0
-        self.n_cycle_checks = 0
-        self.n_explained = 0
-        self.n_preemption_searches = 0
+            return
+        rank = self.rank
+        keyed_nodes = []
+        for node in usable:
+            cap, used = node.capacity, node.allocated
+            keyed_nodes.append(((cap.gpus - used.gpus, cap.cpu_millis - used.cpu_millis, rank[node.id]), node))
+        keyed_nodes.sort(key=lambda pair: pair[0])
+        self.walk = [node for _, node in keyed_nodes]
+        self.walk_keys = [key for key, _ in keyed_nodes]
 
     def _need(self, task: TaskRequest) -> Resources:
         """What the `requires` hints say a node must have free for the task (their maximum)."""
@@ -629,23 +638,13 @@ class _Pass:
             verdict = self.refused.get(node.id)
             if verdict is None:
                 known = cs.ok.get(node.id)
-                checks = shared if known is None else self.cycle_filters
                 if known is not None and known is not True:
-                    verdict = known
-                    checks = []
-                for check in checks:
-                    verdict = check(rep, node, cycle)
-                    if verdict.status is not _PASS:
-                        break
+                    verdict = known  # the CLASS refusal the class's group already got
                 else:
-                    verdict = None
-                    if task is not None:
-                        for check in self.task_filters:
-                            verdict = check(task, node, cycle)
-                            if verdict.status is not _PASS:
-                                break
-                        else:
-                            verdict = None
+                    checks = shared if known is None else self.cycle_filters
+                    verdict = _first_refusal(checks, rep, node, cycle)
+                    if verdict is None and task is not None:
+                        verdict = _first_refusal(self.task_filters, task, node, cycle)
             key = _UNCHOSEN if verdict is None else verdict.key
             summary[key] = summary.get(key, 0) + 1
             if verdict is not None and verdict.status is _NOT_NOW:
@@ -668,8 +667,8 @@ class _Pass:
         if class_level and cs.spent_at is not None and task.priority <= cs.spent_at:
             return False
         lowest = self._lowest()
-        if not lowest or task.priority <= min(lowest.values()):
-            return False
+        if not lowest or task.priority <= self.lowest_anywhere:
+            return False  # nothing in the cluster has a lower priority and may be preempted
         self.n_preemption_searches += 1
         choice, kept = find_preemption(
             task, later, self.cycle, recheck=self._what_if, rank=self.rank, want=self.preemption_nodes,
@@ -707,6 +706,7 @@ class _Pass:
                 floor = min((t.priority for t in node.running if t.preemptible), default=None)
                 if floor is not None:
                     self.lowest[node.id] = floor
+            self.lowest_anywhere = min(self.lowest.values(), default=0)
         return self.lowest
 
     def _victim_order(self, nodes: list[NodeView]) -> list[NodeView]:

@@ -162,7 +162,7 @@ class NodeService:
             if node.agent_version != reg.agent_version:
                 changes["agent_version"] = reg.agent_version
             if changes:
-                uow.nodes.update(node.with_changes(**changes))
+                uow.nodes.update(node.with_changes(**changes), expected_version=node.version)
                 uow.audit.append([AuditEntry(
                     actor=f"node:{node_id}", action="node.updated", subject=f"node:{node_id}",
                     domain=node.domain, cause="agent reconnected with a changed declaration",
@@ -190,7 +190,17 @@ class NodeService:
         return entry.state in (NodeState.PENDING, NodeState.DOWN)
 
     def settle(self, node_id: str) -> Node:
-        """Apply the state change a heartbeat implies (Pending -> Active, Down -> back)."""
+        """Apply the state change a heartbeat implies (Pending -> Active, Down -> back).
+        A concurrent change of the same node (an operator action) is retried on fresh state."""
+        for attempt in range(3):
+            try:
+                return self._settle(node_id)
+            except Conflict:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _settle(self, node_id: str) -> Node:
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work() as uow:
             node = self._get(uow, node_id)
@@ -299,8 +309,8 @@ class NodeService:
                                    cause=reason or "revoked", actor=principal.actor, now=now)
                 entries.append(transition_entry(event, node.domain))
                 changes.update(state=NodeState.RETIRED, state_since=now)
+            uow.nodes.update(node.with_changes(**changes), expected_version=node.version)
             node = node.with_changes(**changes)
-            uow.nodes.update(node)
             uow.audit.append(entries, now)
             uow.commit()
         self._ctx.liveness.set_state(node.id, node.state, revoked=True)

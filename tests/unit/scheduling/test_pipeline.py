@@ -292,3 +292,65 @@ def test_hashable_key_for_mapping_fields() -> None:
     assert a == b and isinstance(a, Hashable)
     with pytest.raises(ValidationError, match="do not exist: nope"):
         class_key_function(["nope"])
+
+
+def test_error_verdicts_refuse_the_node_and_say_why() -> None:
+    class Broken:
+        name = "broken"
+        scope = Scope.CLASS
+        task_fields = ()
+
+        def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+            if node.id == "bad":
+                return Verdict(Status.ERROR, self.name, "label 'arch' is not a string", "plugin error: broken")
+            return PASS
+
+    v = view(node("bad"), node("good", cpu=1))
+    plan = _plan(v, [task("a"), task("b", seq=1)], _with(Broken()))
+    assert _where(plan) == {"a": "good"}
+    (u,) = plan.unplaced
+    assert dict(u.reason_summary) == {"plugin error: broken": 1, "cpu exhausted": 1}
+    assert u.status is Status.NOT_NOW
+
+
+def test_a_custom_gate_blocks_before_any_node_is_asked() -> None:
+    class Quota:
+        name = "quota"
+
+        def admit(self, task: TaskRequest, cycle: CycleState) -> Verdict:
+            if task.domain == "globex":
+                return Verdict(Status.NEVER, self.name, "domain globex has no quota here", "no quota")
+            return PASS
+
+    base = default_profile()
+    profile = Profile("q", base.filters, base.scorers, (*base.gates, Quota()))
+    plan = _plan(view(node("n1")), [task("a", domain="globex"), task("b", seq=1)], profile)
+    assert _where(plan) == {"b": "n1"}
+    (u,) = plan.unplaced
+    assert (u.blocked_by, u.status, plan.stats["classes"]) == ("domain globex has no quota here", Status.NEVER, 1)
+
+
+def test_nominated_nodes_must_still_pass_the_filters() -> None:
+    class Likes:
+        name = "likes"
+        scope = Scope.TASK
+
+        def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
+            return 100.0 if node.id in ("full", "far") else 0.0
+
+        def nominate(self, task: TaskRequest, cycle: CycleState) -> list[str]:
+            return ["full", "far", "nowhere"]
+
+    nodes = [node("full", cpu=1, running=[running("r", "full")]), node("far", labels={"zone": "b"})]
+    nodes += [node(f"n{i}", labels={"zone": "a"}) for i in range(6)]
+    profile = _with(scorers=(WeightedScorer(Likes(), 10),))
+    plan = _plan(view(*nodes), [task("t", constraints={"zone": "a"}), task("u", seq=1)], profile)
+    assert _where(plan)["t"].startswith("n")  # 'full' is full, 'far' is in the wrong zone
+    assert _where(plan)["u"] == "far"
+
+
+def test_stats_show_the_work_done() -> None:
+    plan = _plan(view(*(node(f"n{i}") for i in range(10))), [task(f"t{i}", seq=i) for i in range(20)])
+    assert set(plan.stats) >= {"tasks", "classes", "nodes", "usable_nodes", "class_checks", "cycle_checks",
+                               "explained_nodes", "preemption_searches", "placements", "preemptions", "unplaced"}
+    assert (plan.stats["tasks"], plan.stats["placements"], plan.stats["nodes"]) == (20, 20, 10)

@@ -35,22 +35,22 @@ class SqlAuditRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def _locked_tip(self) -> AuditRecord | None:
+    def _locked_tip(self) -> tuple[bool, AuditRecord | None]:
+        """Lock the tip row (every appender queues here) and return the record it points to."""
         tip = self._conn.execute(
             sa.select(audit_tip.c.seq).where(audit_tip.c.id == 1).with_for_update()
         ).first()
-        if tip is None:
-            return None
+        if tip is None or tip.seq == 0:
+            return tip is not None, None
         row = self._conn.execute(
             sa.select(audit_records).where(audit_records.c.seq == tip.seq)
         ).mappings().first()
-        return _record(row) if row else None
+        return True, _record(row) if row else None
 
     def append(self, entries: list[AuditEntry], now: float) -> list[AuditRecord]:
         if not entries:
             return []
-        prev = self._locked_tip()
-        had_tip = prev is not None
+        had_tip, prev = self._locked_tip()
         records = []
         for entry in entries:
             prev = chain.link(
