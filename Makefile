@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/polyfabric up
+	$(VENV)/bin/polyfabric up --run examples/shard_stats.yaml -p shards=16
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

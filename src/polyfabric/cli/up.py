@@ -8,6 +8,7 @@ again continues from the kept state (the agents are the same nodes).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -48,7 +49,10 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> No
 @click.option("--agents", type=int, default=3, show_default=True, help="How many local agents.")
 @click.option("--detach", is_flag=True, help="Start everything and return (stop with 'kill' of the pids "
               "in DATA_DIR/pids).")
-def up(data_dir: Path, port: int, agents: int, detach: bool) -> None:
+@click.option("--run", "workflow", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Once the fabric is up, run this workflow, follow it and print its result.")
+@click.option("-p", "--param", "params", multiple=True, help="k=v parameter for --run (repeat).")
+def up(data_dir: Path, port: int, agents: int, detach: bool, workflow: str | None, params: tuple[str, ...]) -> None:
     """Run a local fabric: a coordinator on SQLite and local agents (zone=a, zone=a, zone=b, ...)."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -94,6 +98,8 @@ def up(data_dir: Path, port: int, agents: int, detach: bool) -> None:
         click.echo(f"  client config: {data_dir / 'client.json'} (the CLI finds it from this directory)")
         click.echo(f"  API docs: {url}/docs    logs: {logs}")
         click.echo("  try: polyfabric node ls")
+        if workflow is not None:
+            _run_workflow(url, admin, workflow, params)
         if detach:
             return
         click.echo("Ctrl-C stops the fabric; its state is kept for the next 'polyfabric up'.")
@@ -101,6 +107,30 @@ def up(data_dir: Path, port: int, agents: int, detach: bool) -> None:
     finally:
         if not detach:
             _stop_all(procs)
+
+
+def _run_workflow(url: str, admin: str, path: str, params: tuple[str, ...]) -> None:
+    """Submit a workflow to the fresh fabric, print each task as it finishes, then the result."""
+    from polyfabric.cli.run import load_workflow_file, parse_params
+    from polyfabric.client.jobs import JobsClient
+
+    document = load_workflow_file(path)
+    with JobsClient(url, admin) as client:
+        job = client.submit(document, parse_params(params), domain="local")
+        click.echo(f"\nrunning workflow {document.get('name')} as job {job['id']} ...")
+        names: dict[str, str] = {}
+
+        def show(event: dict[str, object]) -> None:
+            if event["status"] in ("succeeded", "failed", "skipped", "cancelled"):
+                node = names.get(str(event.get("node_id")), event.get("node_id") or "-")
+                click.echo(f"  {event['key']:<14} {event['status']:<10} on {node}")
+
+        names.update({n["id"]: n["name"] for n in client.get("/v1/nodes")})
+        final = client.wait(job["id"], timeout=600, on_event=show)
+        result = client.result(job["id"])
+    click.echo(f"job {job['id']} {final['status']} ({final['total']} tasks)")
+    click.echo("result: " + json.dumps(result["result"], indent=2, sort_keys=True))
+    click.echo(f"see it again with: polyfabric job show {job['id']}")
 
 
 def _wait_nodes(url: str, admin: str, names: list[str], procs: list[subprocess.Popen[bytes]]) -> None:

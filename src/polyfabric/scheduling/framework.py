@@ -83,6 +83,8 @@ class Verdict:
     status: Status
     plugin: str
     summary: str
+    _reason: str
+    _detail: Callable[[], str] | None
 
     def __init__(
         self,

@@ -211,8 +211,10 @@ class _Pass:
             else:
                 self.cached_scorers.append(pair)
                 keyed.append(weighted.scorer)
-        self.nominators = [w.scorer.nominate for w in profile.scorers
-                           if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))]
+        self.nominators: list[Callable[[TaskRequest, CycleState], Iterable[str]]] = [
+            getattr(w.scorer, "nominate") for w in profile.scorers  # noqa: B009 - optional, not on the protocol
+            if w.scorer.scope is Scope.TASK and callable(getattr(w.scorer, "nominate", None))
+        ]
         fields: set[str] = set()
         for plugin in keyed:
             fields.update(getattr(plugin, "task_fields", DEFAULT_TASK_FIELDS))
@@ -290,10 +292,10 @@ class _Pass:
             return need
         for hint in hints[1:]:
             other = hint(task)
-            need = Resources(*(max(a, b) for a, b in zip(
-                (need.cpu_millis, need.memory_bytes, need.disk_bytes, need.gpus, need.slots),
-                (other.cpu_millis, other.memory_bytes, other.disk_bytes, other.gpus, other.slots),
-                strict=True)))
+            need = Resources(
+                max(need.cpu_millis, other.cpu_millis), max(need.memory_bytes, other.memory_bytes),
+                max(need.disk_bytes, other.disk_bytes), max(need.gpus, other.gpus), max(need.slots, other.slots),
+            )
         return need
 
     # -- the pass --------------------------------------------------------------------------------
@@ -638,7 +640,7 @@ class _Pass:
             verdict = self.refused.get(node.id)
             if verdict is None:
                 known = cs.ok.get(node.id)
-                if known is not None and known is not True:
+                if isinstance(known, Verdict):
                     verdict = known  # the CLASS refusal the class's group already got
                 else:
                     checks = shared if known is None else self.cycle_filters

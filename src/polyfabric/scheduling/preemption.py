@@ -216,7 +216,8 @@ def _choose(
             break
     victims = tuple(items[i] for i in chosen)
     freed = [sum(vectors[i][d] for i in chosen) for d in range(5)]
-    reserve = Resources(*(max(0, req_v[d] - freed[d]) for d in range(5)))
+    reserve = Resources(max(0, req_v[0] - freed[0]), max(0, req_v[1] - freed[1]), max(0, req_v[2] - freed[2]),
+                        max(0, req_v[3] - freed[3]), max(0, req_v[4] - freed[4]))
     need_text = "; ".join(
         [describe_shortfall(dim, request, free, capacity)
          for d, dim in enumerate(("cpu", "memory", "disk", "gpu", "slots")) if need[d] > 0]

@@ -90,7 +90,8 @@ class Profile:
             names = [p.name for p in plugins]
             if len(set(names)) != len(names):
                 raise ValidationError(f"profile {self.name}: a {kind} is listed twice ({', '.join(names)})")
-        for plugin in (*self.filters, *(w.scorer for w in self.scorers)):
+        scoped: list[Filter | Scorer] = [*self.filters, *(w.scorer for w in self.scorers)]
+        for plugin in scoped:
             if plugin.scope not in tuple(Scope):
                 raise ValidationError(f"profile {self.name}: plugin {plugin.name} has no valid scope")
         for weighted in self.scorers:

@@ -6,6 +6,7 @@ clients make, each checked against the caller's role and domains.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 from polyfabric.domain.access import Principal, authorize
@@ -60,7 +61,7 @@ class JobService:
         return out
 
     def tasks(self, principal: Principal, job_id: str, *, status: str | None, after: str | None,
-              limit: int) -> list[dict[str, Any]]:
+              limit: int) -> builtins.list[dict[str, Any]]:  # `list` here is the method above
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             self._job(uow, principal, job_id)
             return [self.task_out(t) for t in uow.jobs.tasks_of(job_id, status=status, after_key=after, limit=limit)]

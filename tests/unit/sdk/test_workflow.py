@@ -37,9 +37,12 @@ def shard_stats() -> Workflow:
                       when=f"{mean} > {wf.param('threshold')}")
     low = wf.command("low", ["sh", "-c", echo % "at most"], depends_on=[report],
                      when=f"{mean} <= {wf.param('threshold')}")
-    wf.command("summary", ["python3", "-c", "import json,os; json.dump(dict(high='{{ tasks.high.status }}', "
-                           "low='{{ tasks.low.status }}'), open(os.environ['POLYFABRIC_RESULT'],'w'))"],
-               depends_on=[high, low], trigger="one_success")
+    summary = ("import json,os; r=json.loads(os.environ['REPORT']); json.dump(dict(branch='high' if "
+               "'{{ tasks.high.status }}' == 'succeeded' else 'low', shards=r['shards'], samples=r['n'], "
+               "mean=round(r['mean'], 4), min=round(r['min'], 4), max=round(r['max'], 4)), "
+               "open(os.environ['POLYFABRIC_RESULT'],'w'))")
+    wf.command("summary", ["python3", "-c", summary], depends_on=[high, low], trigger="one_success",
+               env={"REPORT": report.result})
     return wf
 
 
