@@ -762,6 +762,11 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
             "generator_lag_ms": _summary(lags),
             "generator_cpu_percent": [round(r["generator_cpu_percent"], 1) for r in results],
         })
+        # Coordinator CPU per answered heartbeat (health passes and flushes included): a cost that
+        # other processes on a shared machine disturb less than latency.
+        ok = result["ok"]
+        result["coordinator_cpu_ms_per_heartbeat"] = (
+            result["coordinator_cpu_percent"] / 100.0 * cfg.duration / ok * 1000.0 if ok else None)
         # CPU used by other processes on the machine during the window (a shared machine is noisy).
         result["others_cpu_percent"] = max(0.0, result["machine_cpu_percent"] - result["coordinator_cpu_percent"]
                                            - sum(r["generator_cpu_percent"] for r in results))

@@ -157,7 +157,8 @@ def run(nodes: int, requests: int) -> dict[str, Any]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-COLUMNS = [("nodes", "nodes"), ("heartbeat_us", "CPU µs/heartbeat"), ("wall_us", "wall µs"), ("verify_us", "of which verify µs"),
+COLUMNS = [("nodes", "nodes"), ("heartbeat_us", "CPU µs/heartbeat"), ("wall_us", "wall µs"),
+           ("verify_us", "of which verify µs"),
            ("rest_us", "rest µs"), ("max_per_s_one_core", "max/s on 1 core"), ("register_ms", "register ms"),
            ("health_pass_ms", "health pass ms"), ("flush_ms", "flush ms"), ("flushed_rows", "rows flushed")]
 

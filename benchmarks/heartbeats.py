@@ -34,7 +34,8 @@ TARGET_RSS_MB = 500.0
 COLUMNS = [
     ("nodes", "nodes"), ("db", "db"), ("offered_per_s", "offered/s"), ("achieved_per_s", "achieved/s"),
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
-    ("errors", "errors"), ("coordinator_cpu_percent", "coord CPU %"), ("coordinator_rss_peak_mb", "peak RSS MB"),
+    ("errors", "errors"), ("coordinator_cpu_percent", "coord CPU %"),
+    ("coordinator_cpu_ms_per_heartbeat", "coord CPU ms/hb"), ("coordinator_rss_peak_mb", "peak RSS MB"),
     ("false_down", "false Down"), ("false_down_startup", "false Down in startup"), ("down_at_end", "Down at end"),
     ("startup_s", "startup s"),
     ("registrations_per_s", "reg/s"), ("generator_cpu_percent", "gen CPU %"), ("lag_p99_ms", "gen lag p99 ms"),
@@ -53,6 +54,7 @@ def flatten(run: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": lat.get("p50"), "p95_ms": lat.get("p95"), "p99_ms": lat.get("p99"), "max_ms": lat.get("max"),
         "mean_ms": lat.get("mean"), "errors": run.get("errors"),
         "coordinator_cpu_percent": run.get("coordinator_cpu_percent"),
+        "coordinator_cpu_ms_per_heartbeat": run.get("coordinator_cpu_ms_per_heartbeat"),
         "coordinator_rss_peak_mb": run.get("coordinator_rss_peak_mb"),
         "coordinator_rss_window_peak_mb": run.get("coordinator_rss_window_peak_mb"),
         "false_down": run.get("false_down"), "false_down_startup": run.get("false_down_startup"),
@@ -110,7 +112,8 @@ def configs(args: argparse.Namespace, **extra: Any) -> list[LoadConfig]:
     return [LoadConfig(nodes=int(n), duration=args.duration, db=args.db, generators=args.generators,
                        timeout=args.timeout, startup_concurrency=args.startup_concurrency,
                        coordinator_cpus=_cpus(args.coordinator_cpus), generator_cpus=_cpus(args.generator_cpus),
-                       keep=args.keep, pythonpath=args.pythonpath, quiet_wait=args.quiet_wait, profile=args.profile, **extra)
+                       keep=args.keep, pythonpath=args.pythonpath, quiet_wait=args.quiet_wait,
+                       profile=args.profile, **extra)
             for n in args.nodes.split(",") if n.strip()]
 
 

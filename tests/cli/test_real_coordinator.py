@@ -80,7 +80,9 @@ def test_the_example_runs_and_every_view_of_it_agrees(real: Real):
     assert out["job"]["status"] == "succeeded"
     assert out["job"]["counts"] == {"succeeded": 7, "skipped": 1}
     assert [r["shard"] for r in out["result"]["tasks"]["work"]] == [0, 1, 2]
-    assert out["result"]["result"] == {"summary": {"high": "skipped", "low": "succeeded"}}
+    summary = out["result"]["result"]["summary"]
+    assert (summary["branch"], summary["shards"], summary["samples"]) == ("low", 3, 30)
+    assert summary["mean"] == round(out["result"]["tasks"]["report"]["mean"], 4)
 
     listed = json.loads(real.cli("job", "ls", "--json").stdout)
     assert job_id in [j["id"] for j in listed]

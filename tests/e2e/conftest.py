@@ -9,22 +9,26 @@ with a deadline (`wait_until`), never by sleeping.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import itertools
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from types import ModuleType
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from polyfabric.agent.identity import NodeIdentity, load_or_create
 from polyfabric.client import ApiClient
+from polyfabric.client.jobs import JobsClient
 from polyfabric.security import http_signatures
 from polyfabric.store.engine import create_engine
 from polyfabric.testing import AgentProcess, CoordinatorProcess, wait_until
@@ -256,3 +260,198 @@ def signed() -> Any:
         declaration = staticmethod(declaration)
 
     return Helpers
+
+
+# -- workflows: agents that run tasks, workflow files, jobs ---------------------------------------
+
+E2E_DIR = Path(__file__).resolve().parent
+WORKFLOW_DOMAIN = "test"
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` alive? A zombie is not: it holds nothing, runs nothing and cannot be killed
+    (an orphaned task child may stay one where PID 1 does not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2:].split()[:1]
+    return state not in ([b"Z"], [b"X"])
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    """The most intervals open at one instant (an end and a start at the same instant do not overlap)."""
+    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
+                    key=lambda p: (p[0], p[1]))
+    most = now = 0
+    for _, step in points:
+        now += step
+        most = max(most, now)
+    return most
+
+
+class Workflows:
+    """Workflow runs on a `Fabric`: agents to run tasks, workflow files, the CLI and the jobs API.
+
+    Every job is submitted to the domain `test`. `jobs` is a `JobsClient` (the one the CLI and the
+    SDK use) with the admin token; waiting rides the coordinator's events long-poll."""
+
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self.dir = fabric.root / "workflows"
+        self.dir.mkdir(exist_ok=True)
+        self.domain = WORKFLOW_DOMAIN
+        self._jobs: JobsClient | None = None
+        self._join: str | None = None
+        self.workers: list[AgentProcess] = []
+
+    @property
+    def jobs(self) -> JobsClient:
+        if self._jobs is None:
+            self._jobs = JobsClient(self.fabric.url, self.fabric.admin_token)
+        return self._jobs
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
+
+    # -- agents ------------------------------------------------------------------------------------
+
+    def start_agents(self, count: int, *, slots: int, pythonpath: list[Path] | None = None,
+                     prefix: str = "wf") -> list[AgentProcess]:
+        """Start `count` agents of `slots` slots each (functions importable from tests/e2e, or
+        `pythonpath`), with a short kill grace; return them once all are Active."""
+        if self._join is None:
+            self._join = self.fabric.join_token(self.domain)["token"]
+        extra = ["--slots", str(slots), "--kill-grace", "2", "--stop-grace", "0"]
+        for path in pythonpath if pythonpath is not None else [E2E_DIR]:
+            extra += ["--pythonpath", str(path)]
+        agents = [self.fabric.agent(self.fabric.unique(prefix), join_token=self._join, extra_args=extra)
+                  for _ in range(count)]
+        for agent in agents:
+            self.fabric.wait_state(agent, "active", timeout=30)
+        self.workers.extend(agents)
+        return agents
+
+    def logs(self) -> str:
+        """The tail of every workflow agent's log (for failure messages)."""
+        return "\n".join(f"--- {a.name}:\n{a.log()[-2000:]}" for a in self.workers)
+
+    # -- files and the CLI -------------------------------------------------------------------------
+
+    def write(self, name: str, doc: dict[str, Any] | str) -> Path:
+        """A workflow file under the module's directory (a dict is written as YAML)."""
+        path = self.dir / name
+        path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False))
+        return path
+
+    def path(self, name: str) -> Path:
+        """A path for a task to write to (a pid file, a release file) that the test can read."""
+        return self.dir / name
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return self.fabric.cli(*args, timeout=timeout)
+
+    def cli_json(self, *args: str) -> Any:
+        return self.fabric.cli_json(*args)
+
+    def run(self, path: Path, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        """`polyfabric run PATH --domain test ARGS`."""
+        return self.cli("run", str(path), "--domain", self.domain, *args, timeout=timeout)
+
+    def job_ids(self) -> list[str]:
+        """Every job's id, from `polyfabric job ls --json`, newest first."""
+        return [j["id"] for j in self.cli_json("job", "ls", "--limit", "1000")]
+
+    # -- jobs through the API ----------------------------------------------------------------------
+
+    def submit(self, doc: dict[str, Any], params: dict[str, Any] | None = None) -> str:
+        return str(self.jobs.submit(doc, params, self.domain)["id"])
+
+    def wait(self, job_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """The final JobOut (long-polls the job's events; fails after `timeout`)."""
+        try:
+            return self.jobs.wait(job_id, timeout=timeout)
+        except Exception as exc:
+            raise AssertionError(f"job {job_id} did not finish: {exc}\n{self.logs()}") from None
+
+    def tasks(self, job_id: str) -> dict[str, dict[str, Any]]:
+        """Every TaskOut of the job by key."""
+        return {t["key"]: t for t in self.jobs.tasks(job_id)}
+
+    def task(self, job_id: str, key: str) -> dict[str, Any]:
+        """One TaskOut with its attempts, by key."""
+        return self.jobs.task(self.tasks(job_id)[key]["id"])
+
+    def wait_task(self, job_id: str, key: str, check: Callable[[dict[str, Any]], bool], *,
+                  timeout: float = 30.0, what: str = "a state") -> dict[str, Any]:
+        """Poll until the task `key` of the job passes `check`; return its TaskOut."""
+
+        def reached() -> dict[str, Any] | None:
+            task = self.tasks(job_id).get(key)
+            return task if task is not None and check(task) else None
+
+        try:
+            return wait_until(reached, timeout=timeout, interval=0.05, message=f"{job_id} {key} to reach {what}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; tasks: {self.tasks(job_id)}\n{self.logs()}") from None
+
+    def wait_running(self, job_id: str, key: str, *, attempt: int | None = None,
+                     timeout: float = 30.0) -> dict[str, Any]:
+        return self.wait_task(job_id, key, lambda t: t["status"] == "running" and attempt in (None, t["attempt"]),
+                              timeout=timeout, what=f"running (attempt {attempt or 'any'})")
+
+    def events_for(self, job_id: str, seconds: float, after: int | None = None) -> tuple[list[dict], int | None]:
+        """Every event of the job during the next `seconds` (the events long-poll answers at once
+        when something happens, so this sees each change; it returns at the deadline)."""
+        deadline = time.monotonic() + seconds
+        events: list[dict[str, Any]] = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return events, after
+            page = self.jobs.events(job_id, after=after, wait_s=left)
+            events.extend(page["events"])
+            if page.get("next") is not None:
+                after = page["next"]
+
+    def event_tip(self, job_id: str) -> int | None:
+        return self.jobs.events(job_id).get("next")
+
+    @staticmethod
+    def pid_alive(pid: int) -> bool:
+        return pid_alive(pid)
+
+    @staticmethod
+    def read_pid(path: Path, timeout: float = 20.0) -> int:
+        """The pid a task wrote to `path` (waits for the file to be complete)."""
+        text = wait_until(lambda: path.exists() and path.read_text().endswith("\n") and path.read_text(),
+                          timeout=timeout, message=f"the pid file {path}")
+        return int(text.strip())
+
+
+@pytest.fixture(scope="module")
+def workflows(fabric: Fabric) -> Iterator[Workflows]:
+    """Workflow helpers on the module's fabric (no agents yet: a module starts the ones it needs
+    with `workflows.start_agents(...)` in its own module-scoped fixture)."""
+    helpers = Workflows(fabric)
+    try:
+        yield helpers
+    finally:
+        helpers.close()
+
+
+@pytest.fixture(scope="session")
+def workflow_functions() -> ModuleType:
+    """tests/e2e/workflow_functions.py imported under its own name, `workflow_functions`: the name
+    agents started with `--pythonpath tests/e2e` import it by (so SDK references to its functions
+    resolve on the nodes)."""
+    name = "workflow_functions"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, E2E_DIR / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return module

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from polyfabric.controllers.node_health import NodeHealthController
 from polyfabric.coordinator.bootstrap import UuidIds
 from polyfabric.domain.access import Principal, Role
+from polyfabric.domain.audit import GENESIS
 from polyfabric.domain.conditions import DetectorSettings
 from polyfabric.domain.errors import ValidationError
 from polyfabric.domain.node_states import NodeState
@@ -34,8 +35,8 @@ from polyfabric.services.nodes import Registration
 from polyfabric.services.ports import AuditQuery
 from polyfabric.services.runtime import JobRuntime
 from polyfabric.store import migrate
+from polyfabric.store.tables import audit_tip, metadata
 from polyfabric.store.tables import jobs as job_table
-from polyfabric.store.tables import metadata
 from polyfabric.store.tables import tasks as task_table
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
@@ -212,8 +213,9 @@ class Agent:
         return [{"task_id": t, "attempt": a} for (t, a) in sorted(self.started) if (t, a) not in exclude]
 
     def poll(self) -> tuple[list[Lease], list[dict[str, Any]]]:
-        """The lease call: remember new (task_id, attempt)s; return the new leases and the cancels."""
-        leases, cancels = self.world.runtime.leases_for(self.node_id)
+        """The lease call, saying which attempts it holds; remember new (task_id, attempt)s and return
+        them with the cancels."""
+        leases, cancels = self.world.runtime.leases_for(self.node_id, set(self.held) | self.started)
         new = []
         for lease in leases:
             ident = (lease["task_id"], lease["attempt"])
@@ -306,6 +308,7 @@ def _wipe(url: str) -> None:
     with store.engine.begin() as conn:
         for name in names:  # DELETE: far cheaper than TRUNCATE on tables this small
             conn.exec_driver_sql(f"DELETE FROM {name}")
+        conn.execute(audit_tip.insert().values(id=1, seq=0, hash=GENESIS))  # as the migration seeds it
     store.close()
 
 
@@ -560,8 +563,11 @@ def test_cancel_queued_at_once_and_in_flight_when_the_agent_reports(world: World
     assert sorted((c["task_id"], c["attempt"]) for c in cancels) == sorted(
         (lease["task_id"], lease["attempt"]) for lease in leases)
     assert all("cancelled by token:admin: no longer needed" in c["reason"] for c in cancels)
-    # Nothing more is placed while the job is cancelling.
+    # Nothing more is placed while the job is cancelling; the cancel is repeated every 2 s at most.
     assert world.runtime.schedule_once() == 0
+    assert agent.poll() == ([], [])
+    world.clock.advance(2)
+    assert agent.poll() == ([], cancels)
     # The report's answer repeats the cancel for what the agent still runs.
     answer = world.runtime.report(agent.node_id, [], [], agent.running())
     assert [c["task_id"] for c in answer["cancel"]] == [leases[0]["task_id"]]

@@ -231,14 +231,16 @@ class CycleState:
         "by_semaphore",
         "by_workflow",
         "limits",
+        "now",
         "preempted",
         "scratch",
         "total",
         "view",
     )
 
-    def __init__(self, view: ClusterView) -> None:
+    def __init__(self, view: ClusterView, *, now: float = 0.0) -> None:
         self.view = view
+        self.now = now  # the caller's clock reading for the pass; plugins never read a clock
         self.limits: ConcurrencyLimits = view.limits
         self._nodes = {node.id: node for node in view.nodes}
         self._free: dict[str, Resources] = {}

@@ -82,20 +82,22 @@ def schedule(
     rng: random.Random,
     *,
     max_candidates: int | None = None,
+    now: float = 0.0,
 ) -> Plan:
     """Plan placements for `tasks` on `view`: highest priority first (earlier `submitted_seq` on
     ties), never past a concurrency limit or a node's capacity, each unplaced task explained.
 
     `max_candidates` bounds how many feasible nodes are compared per task (default:
-    `default_candidates`, by the profile's node order). Pure: the same view, tasks, profile and
-    rng state give the same plan.
+    `default_candidates`, by the profile's node order). `now` is handed to plugins as
+    `CycleState.now` (the built-ins do not use it). Pure: the same view, tasks, profile, rng state
+    and `now` give the same plan.
     """
     if max_candidates is not None and max_candidates < 1:
         raise ValidationError(f"max_candidates must be at least 1, got {max_candidates}")
     ordered = sorted(tasks, key=lambda t: (-t.priority, t.submitted_seq))
     if len({t.task_id for t in ordered}) != len(ordered):
         raise ValidationError("the same task id is pending more than once")
-    return _Pass(view, profile, rng, max_candidates, ordered).run(ordered)
+    return _Pass(view, profile, rng, max_candidates, ordered, now).run(ordered)
 
 
 def _first_refusal(checks: list[Check], task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict | None:
@@ -160,6 +162,7 @@ class _Pass:
         rng: random.Random,
         k: int | None,
         ordered: list[TaskRequest],
+        now: float,
     ) -> None:
         shuffled = list(view.nodes)
         rng.shuffle(shuffled)
@@ -178,7 +181,7 @@ class _Pass:
         # Preemption is rarer and its choice matters more: it compares more nodes (kube samples
         # nodes for victims the same way).
         self.preemption_nodes = max(4 * self.k, 32)
-        self.cycle = CycleState(view)
+        self.cycle = CycleState(view, now=now)
         self.versions = self.cycle._version
         self._sort_plugins(profile)
         self._sort_nodes(ordered)

@@ -195,8 +195,12 @@ def _choose(
         lower = max(lower, m)
     if beat is not None and (level, lower) > beat:
         return _BEATEN
-    # Step 3: fewest victims (exact while cheap), then priority sum, then waste.
+    # Step 3: fewest victims (exact while cheap), then priority sum, then waste. Waste is a sum
+    # over victims (what each frees, as fractions of capacity) less a constant, so each victim's
+    # share is computed once.
     cap_v = _vector(capacity)
+    share = [sum(vec[d] / cap_v[d] for d in range(5) if cap_v[d] > 0) for vec in vectors]
+    prios = [v.priority for v in items]
     chosen = _greedy(items, vectors, need)
     spent = 0
     for size in range(lower, len(chosen) + 1):
@@ -206,10 +210,14 @@ def _choose(
         best_key: tuple[int, float, list[str]] | None = None
         for combo in combinations(range(len(items)), size):
             if _covers(combo, vectors, dims):
-                psum = sum(items[i].priority for i in combo)
-                if best_key is not None and psum > best_key[0]:
+                psum = 0
+                shares = 0.0
+                for i in combo:
+                    psum += prios[i]
+                    shares += share[i]
+                if best_key is not None and (psum, shares) > best_key[:2]:
                     continue
-                key = (psum, _waste(combo, vectors, need, cap_v), [items[i].task_id for i in combo])
+                key = (psum, shares, [items[i].task_id for i in combo])
                 if best_key is None or key < best_key:
                     best_key, chosen = key, list(combo)
         if best_key is not None:

@@ -354,3 +354,18 @@ def test_stats_show_the_work_done() -> None:
     assert set(plan.stats) >= {"tasks", "classes", "nodes", "usable_nodes", "class_checks", "cycle_checks",
                                "explained_nodes", "preemption_searches", "placements", "preemptions", "unplaced"}
     assert (plan.stats["tasks"], plan.stats["placements"], plan.stats["nodes"]) == (20, 20, 10)
+
+
+def test_plugins_get_the_callers_clock() -> None:
+    seen: list[float] = []
+
+    class Clocked:
+        name = "clocked"
+        scope = Scope.NODE
+
+        def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+            seen.append(cycle.now)
+            return PASS
+
+    _plan(view(node("n1")), [task("t")], _with(Clocked()), now=1234.5)
+    assert seen == [1234.5]
