@@ -189,8 +189,14 @@ def test_a_failing_task_is_retried_until_it_succeeds_and_every_attempt_stays_vis
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout == f"attempt {number} says hello\n"
         assert logs.stderr == f"attempt {number} fails on purpose\n"
-    current = workflows.cli("task", "logs", task_id)
-    assert current.returncode == 0 and current.stdout == "attempt 3 says hello\n" and current.stderr == ""
+    last = workflows.cli("task", "logs", task_id, "--attempt", "3")
+    assert last.returncode == 0 and last.stdout == "attempt 3 says hello\n" and last.stderr == ""
+    # Without --attempt: every attempt in order, each new one announced on stderr.
+    every = workflows.cli("task", "logs", task_id)
+    assert every.returncode == 0
+    assert every.stdout == "".join(f"attempt {n} says hello\n" for n in (1, 2, 3))
+    assert every.stderr == ("attempt 1 fails on purpose\n--- attempt 2 ---\n"
+                            "attempt 2 fails on purpose\n--- attempt 3 ---\n")
 
     human = workflows.cli("task", "show", task_id)
     assert "failures 2" in human.stdout and "attempt 1 fails on purpose" in human.stdout

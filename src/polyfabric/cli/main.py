@@ -10,6 +10,7 @@ import click
 from polyfabric import __version__
 from polyfabric.cli.audit import audit
 from polyfabric.cli.jobs import job
+from polyfabric.cli.limits import limits
 from polyfabric.cli.nodes import node
 from polyfabric.cli.run import run
 from polyfabric.cli.semaphores import semaphore
@@ -131,6 +132,7 @@ cli.add_command(up)
 cli.add_command(token)
 cli.add_command(domain)
 cli.add_command(node)
+cli.add_command(limits)
 cli.add_command(audit)
 cli.add_command(run)
 cli.add_command(job)
