@@ -17,8 +17,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from types import ModuleType
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -277,17 +277,6 @@ def pid_alive(pid: int) -> bool:
         return False
     state = stat[stat.rfind(b")") + 2:].split()[:1]
     return state not in ([b"Z"], [b"X"])
-
-
-def max_overlap(intervals: list[tuple[float, float]]) -> int:
-    """The most intervals open at one instant (an end and a start at the same instant do not overlap)."""
-    points = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals],
-                    key=lambda p: (p[0], p[1]))
-    most = now = 0
-    for _, step in points:
-        now += step
-        most = max(most, now)
-    return most
 
 
 class Workflows:

@@ -15,11 +15,11 @@ get the same answers, so they share one `_Class`: the nodes it has looked at, th
 scores it cached (stamped with the node's version), its candidates and its explanation. CLASS
 verdicts are shared wider still, by the fields the CLASS filters read alone.
 
-Per task a class keeps up to `k` candidates (Nomad's limit iterator: 2 for best fit, else about
-log2(nodes)). It tops them up by walking the capacity order from where it left off: best fit
-starts at the first node that could hold the request and goes toward emptier nodes, worst fit
-comes down from the emptiest to that point, random goes once around from its own offset; after
-that it goes round-robin over the nodes it has seen. Nodes too full at the start of the pass are
+Per task a class keeps up to `k` candidates (Nomad's limit iterator, k ≈ log2(nodes)). It tops
+them up by walking the capacity order from where it left off: best fit starts at the first node
+that could hold the request and goes toward emptier nodes, worst fit comes down from the
+emptiest to that point, random goes once around from its own offset; after that it goes
+round-robin over the nodes it has seen. Nodes too full at the start of the pass are
 never looked at, and a node a placement leaves unable to hold any pending task is dead for every
 class. The best candidate by cached score is re-checked only if its node changed since; a node
 that refused a class is never asked again by it (CYCLE filters are monotone, tallies only grow).
@@ -64,14 +64,9 @@ Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
 Score = Callable[[TaskRequest, NodeView, CycleState], float]
 
 
-def default_candidates(node_count: int, order: NodeOrder = NodeOrder.RANDOM) -> int:
-    """How many feasible nodes a task compares by default (Nomad's limit iterator).
-
-    Best fit meets candidates tightest first, so the first two are as good as any more (Nomad's
-    limit for batch jobs); the other orders compare about log2 of the cluster, at least 2.
-    """
-    if order is NodeOrder.BEST_FIT:
-        return 2
+def default_candidates(node_count: int) -> int:
+    """How many feasible nodes a task compares by default: about log2 of the cluster, at least 2
+    (Nomad's limit iterator for service jobs)."""
     return max(2, node_count.bit_length())
 
 
@@ -87,8 +82,8 @@ def schedule(
     """Plan placements for `tasks` on `view`: highest priority first (earlier `submitted_seq` on
     ties), never past a concurrency limit or a node's capacity, each unplaced task explained.
 
-    `max_candidates` bounds how many feasible nodes are compared per task (default:
-    `default_candidates`, by the profile's node order). `now` is handed to plugins as
+    `max_candidates` bounds how many feasible nodes are compared per task (default: about log2
+    of the node count, `default_candidates`). `now` is handed to plugins as
     `CycleState.now` (the built-ins do not use it). Pure: the same view, tasks, profile, rng state
     and `now` give the same plan.
     """
@@ -172,7 +167,7 @@ class _Pass:
         self.shuffled = shuffled
         self.rank = {node.id: i for i, node in enumerate(shuffled)}
         self.order = profile.node_order
-        self.k = k if k is not None else default_candidates(len(shuffled), self.order)
+        self.k = k if k is not None else default_candidates(len(shuffled))
         # New nodes a class looks at per task, beyond topping its candidates up to k. Best fit
         # walks from the tightest fit outwards, so what lies ahead scored worse at the start.
         # Worst fit looks at k more (Nomad's window) so that candidates stay fresh as the chosen

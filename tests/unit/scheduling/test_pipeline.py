@@ -186,7 +186,6 @@ def test_validation() -> None:
     with pytest.raises(ValidationError, match="more than once"):
         _plan(view(node("n1")), [task("a"), task("a", seq=1)])
     assert default_candidates(0) == 2 and default_candidates(1000) == 10 and default_candidates(10_000) == 14
-    assert default_candidates(10_000, NodeOrder.BEST_FIT) == 2
 
 
 # -- plugin scopes -------------------------------------------------------------------------------
