@@ -414,7 +414,8 @@ class _Generator:
                     self.startup_errors[f"activate {type(exc).__name__}"] += 1
                     node.drop_conn()
                 await asyncio.sleep(0.5)
-        node.schedule_next(time.time())
+        if not self.cfg.get("hold"):
+            node.schedule_next(time.time())
 
     async def sweeper(self) -> None:
         while True:
@@ -440,6 +441,11 @@ class _Generator:
             command = await commands.get()
             if command[0] == "stop":
                 break
+            if command[0] == "go":  # the coordinator was restarted: reconnect and heartbeat from now on
+                now = time.time()
+                for node in self.nodes:
+                    node.drop_conn()
+                    node.schedule_next(now)
             if command[0] == "window":
                 _, t0, t1, silence = command
                 self.loop.create_task(self.measure(t0, t1, silence))
@@ -527,6 +533,7 @@ class LoadConfig:
     startup_concurrency: int = 32
     coordinator_cpus: list[int] | None = None
     generator_cpus: list[int] | None = None
+    startup: str = "restart"  # or "live": see run_load
     silence_count: int = 0
     silence_after: float = 5.0
     detection_timeout: float = 60.0
@@ -660,11 +667,22 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
     coordinator_cpus, generator_cpus = _default_cpus(cfg)
     detector = DetectorSettings()  # the server's defaults: heartbeat 2 s, Unreachable 5 s, Down 8 s
     workdir = Path(tempfile.mkdtemp(prefix="pf-bench-hb-"))
-    result: dict[str, Any] = {"nodes": cfg.nodes, "db": "postgresql" if cfg.db else "sqlite",
+    result: dict[str, Any] = {"nodes": cfg.nodes, "db": "postgresql" if cfg.db else "sqlite", "startup": cfg.startup,
                               "generators": cfg.generators, "duration_s": cfg.duration,
                               "offered_per_s": cfg.nodes / cfg.interval}
+    if cfg.startup not in ("live", "restart"):
+        raise ValueError(f"startup must be 'live' or 'restart', not {cfg.startup!r}")
+    restart = cfg.startup == "restart"
+    # "restart": the nodes register and make their first heartbeat (Pending -> Active) under a
+    # detector that never declares Down, then the coordinator is restarted on the same database
+    # with the default detector and every node heartbeats from then on (after a restart each node
+    # gets a fresh grace period). This measures N nodes in steady state even where N nodes could
+    # not all join while the others heartbeat. "live": each node heartbeats as soon as it has
+    # registered, with the default detector throughout (start-up then includes that load).
+    relaxed = {"unreachable_after": 3000.0, "down_after": 3600.0} if restart else {
+        "unreachable_after": detector.unreachable_after, "down_after": detector.down_after}
     coordinator = CoordinatorProcess(workdir / "coordinator", cfg.db, heartbeat_interval=detector.heartbeat_interval,
-                                     unreachable_after=detector.unreachable_after, down_after=detector.down_after)
+                                     **relaxed)
     procs: list[Any] = []
     pipes: list[Any] = []
     sampler: ProcessSampler | None = None
@@ -672,8 +690,9 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
     own_cpus = pin_to_cpus(generator_cpus)
     if cfg.quiet_wait > 0:
         result["waited_for_quiet_s"] = round(wait_until_quiet(cfg.quiet_wait), 1)
-    if cfg.pythonpath:
-        coordinator.env = {"PYTHONPATH": os.pathsep.join([cfg.pythonpath, os.environ.get("PYTHONPATH", "")])}
+    env = ({"PYTHONPATH": os.pathsep.join([cfg.pythonpath, os.environ.get("PYTHONPATH", "")])}
+           if cfg.pythonpath else None)
+    coordinator.env = env
     try:
         t_start = time.time()
         coordinator.start(timeout=60)
@@ -695,6 +714,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 "jitter": cfg.jitter, "epoch": epoch, "timeout": cfg.timeout, "join_token": join_token,
                 "declaration": declaration, "telemetry": telemetry, "health": health,
                 "startup_concurrency": max(1, cfg.startup_concurrency // cfg.generators), "cpus": generator_cpus,
+                "hold": restart,
             }
             proc = ctx.Process(target=generator_main, args=(gen_cfg, theirs), name=f"pf-bench-gen-{g}", daemon=True)
             proc.start()
@@ -718,6 +738,23 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         result["startup_errors"] = dict(startup_errors)
         log(f"registered {len(reg_ms)} nodes in {result['startup_s']:.1f}s "
             f"(p50 {result['register_ms']['p50'] or 0:.1f} ms); heartbeating")
+        if restart:
+            api.close()
+            sampler.stop()
+            coordinator.stop(timeout=60)
+            coordinator = CoordinatorProcess(
+                workdir / "coordinator", cfg.db, port=coordinator.port, heartbeat_interval=detector.heartbeat_interval,
+                unreachable_after=detector.unreachable_after, down_after=detector.down_after)
+            coordinator.env = env
+            t_restart = time.time()
+            coordinator.start(timeout=120)
+            _pin_process(coordinator.pid, coordinator_cpus)
+            result["restart_s"] = time.time() - t_restart
+            sampler = ProcessSampler(coordinator.pid).start()
+            api = coordinator.api()
+            for p in pipes:
+                p.send(("go",))
+            log(f"coordinator restarted with the default detector in {result['restart_s']:.1f}s; all nodes heartbeat")
 
         # Let every node settle into its slot, then measure.
         t0 = time.time() + cfg.interval + 1.0

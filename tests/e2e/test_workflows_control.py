@@ -10,6 +10,7 @@ polls with deadlines or rides the events long-poll.
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -129,6 +130,7 @@ def test_a_paused_job_starts_no_new_task_until_it_is_resumed(workflows, agent):
     assert [tasks[f"work[{i}]"]["status"] for i in range(ITEMS)] == ["waiting"] * ITEMS
     assert all(tasks[f"work[{i}]"]["attempt"] == 0 for i in range(ITEMS))
     assert tasks["total"]["status"] == "waiting"
+    seen_paused = time.time()
 
     assert workflows.cli_json("job", "resume", job_id, "--reason", "e2e resume")["status"] == "running"
     final = workflows.wait(job_id)
@@ -137,11 +139,11 @@ def test_a_paused_job_starts_no_new_task_until_it_is_resumed(workflows, agent):
     result = workflows.jobs.result(job_id)
     assert result["tasks"]["total"] == {"count": ITEMS, "items": list(range(ITEMS)),
                                         "total": sum(i * i for i in range(ITEMS))}
-    # Every item started after the resume, none while paused.
-    resumed = [r for r in workflows.fabric.audit(kind="job.resume") if r["subject"] == f"job:{job_id}"]
-    assert len(resumed) == 1
-    starts = [workflows.task(job_id, f"work[{i}]")["attempts"][0]["leased_at"] for i in range(ITEMS)]
-    assert min(starts) >= resumed[0]["at"], (starts, resumed)
+    # Each item ran once, handed out after the test last saw them waiting (the same machine's clock).
+    for i in range(ITEMS):
+        attempts = workflows.task(job_id, f"work[{i}]")["attempts"]
+        assert [a["status"] for a in attempts] == ["succeeded"]
+        assert attempts[0]["leased_at"] > seen_paused, (attempts, seen_paused)
 
 
 # -- 8. concurrency limits: a semaphore shared by two jobs, and max_parallel ---------------------------------

@@ -1,13 +1,18 @@
 """The `polyfabric server` process: the ASGI server and the controller loops, with a clean stop.
 
 SIGINT/SIGTERM stop uvicorn; then the loops stop and make a final pass (heartbeat times flushed,
-audit head signed). A kill -9 loses at most the last second of heartbeat times, which are soft
-state: every lifecycle change and audit record was committed before it was acknowledged.
+audit head signed), and the process exits 0. A kill -9 loses at most the last second of
+heartbeat times, which are soft state: every lifecycle change and audit record was committed
+before it was acknowledged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -18,6 +23,25 @@ from polyfabric.observability import configure_logging
 __all__ = ["serve"]
 
 log = logging.getLogger("polyfabric.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, minus one thing: after a signal-triggered shutdown uvicorn (>= 0.29) raises the
+    signal again with the default handler restored, which kills the process on SIGTERM before
+    `serve` can stop the loops and make their final pass. Here the shutdown just returns."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def serve(settings: CoordinatorSettings) -> int:
@@ -33,7 +57,7 @@ def serve(settings: CoordinatorSettings) -> int:
         coordinator.app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     coordinator.loops.start()
     log.info("coordinator serving on http://%s:%d (database %s)", settings.host, settings.port,
              _redact(settings.db_url))
