@@ -19,6 +19,7 @@ class Notifier:
         self._versions: dict[str, int] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
     def version(self, key: str) -> int:
         return self._versions.get(key, 0)
@@ -31,9 +32,18 @@ class Notifier:
         if waiters and self._loop is not None:
             self._loop.call_soon_threadsafe(_wake, waiters)
 
+    def close(self) -> None:
+        """The server is stopping: wake every long-poll now, and let none wait from here on."""
+        with self._lock:
+            self.closed = True
+            waiters = [f for fs in self._waiters.values() for f in fs]
+            self._waiters.clear()
+        if waiters and self._loop is not None:
+            self._loop.call_soon_threadsafe(_wake, waiters)
+
     async def wait(self, key: str, seen: int, timeout: float) -> bool:
         """Wait until `key` moves past version `seen` or `timeout` passes. True if it moved."""
-        if timeout <= 0:
+        if timeout <= 0 or self.closed:
             return self.version(key) > seen
         loop = asyncio.get_running_loop()
         self._loop = loop

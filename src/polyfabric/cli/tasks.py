@@ -72,7 +72,7 @@ def task_show(task_id: str, as_json: bool, url: str | None, token: str | None) -
 @click.argument("task_id")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the attempt is finished.")
 @click.option("--attempt", type=click.IntRange(1), default=None,
-              help="The logs of this attempt (default: the current one).")
+              help="Only the logs of this attempt (default: every attempt, each under a --- attempt N --- line).")
 @client_options
 @handle_errors
 def task_logs(task_id: str, follow: bool, attempt: int | None, url: str | None, token: str | None) -> None:

@@ -79,8 +79,11 @@ class NodeHealthController:
             after = {c["type"]: c["status"] for c in conditions}
             entry.conditions = conditions
             if before != after:
-                flipped = [f"{k} {'true' if v else 'false'}" for k, v in after.items() if before.get(k) != v]
-                changes.append((entry.node_id, conditions, flipped if before else []))
+                # The first computation counts as a change from "all clear" (Ready aside): a node
+                # that joins already Degraded gets that into the audit chain too.
+                baseline = before or {k: (k == "Ready") for k in after}
+                flipped = [f"{k} {'true' if v else 'false'}" for k, v in after.items() if baseline.get(k) != v]
+                changes.append((entry.node_id, conditions, flipped))
         if changes:
             self._nodes.save_conditions(changes)
         return HealthPass(marked, len(changes), forgiven)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -28,7 +29,16 @@ log = logging.getLogger("polyfabric.server")
 class _Server(uvicorn.Server):
     """uvicorn, minus one thing: after a signal-triggered shutdown uvicorn (>= 0.29) raises the
     signal again with the default handler restored, which kills the process on SIGTERM before
-    `serve` can stop the loops and make their final pass. Here the shutdown just returns."""
+    `serve` can stop the loops and make their final pass. Here the shutdown just returns.
+    And before uvicorn waits for open connections, every long-poll is woken to answer at once."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self._on_shutdown()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -57,7 +67,7 @@ def serve(settings: CoordinatorSettings) -> int:
         coordinator.app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096,
     )
-    server = _Server(config)
+    server = _Server(config, coordinator.app.state.notifier.close)
     coordinator.loops.start()
     log.info("coordinator serving on http://%s:%d (database %s)", settings.host, settings.port,
              _redact(settings.db_url))

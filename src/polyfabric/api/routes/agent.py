@@ -118,7 +118,7 @@ async def lease(request: Request, call: SignedCall = Depends(signed_call)) -> di
         seen = notifier.version(key)
         leases, cancels = services.runtime.leases_for(call.node_id, known)
         remaining = deadline - time.monotonic()
-        if leases or cancels or remaining <= 0 or await request.is_disconnected():
+        if leases or cancels or remaining <= 0 or notifier.closed or await request.is_disconnected():
             return {"leases": leases, "cancel": cancels}
         await notifier.wait(key, seen, min(remaining, 5.0))
 

@@ -56,7 +56,7 @@ async def _long_poll(request: Request, key: str, wait_s: float, read: Any, has_n
         seen = notifier.version(key)
         answer = await run_in_threadpool(read)
         remaining = deadline - time.monotonic()
-        if has_news(answer) or remaining <= 0:
+        if has_news(answer) or remaining <= 0 or notifier.closed:
             return answer
         await notifier.wait(key, seen, remaining)
 
