@@ -72,4 +72,4 @@ def test_a_high_priority_task_preempts_one_low_priority_task_which_runs_again_la
     # `task show` says why the first attempt ended.
     shown = workflows.cli("task", "show", victim["id"])
     row = next(line for line in shown.stdout.splitlines() if line.split()[:2] == ["1", "preempted"])
-    assert f"preempted by task {urgent['id']}" in row and "preemptions 1" in shown.stdout
+    assert f"preempted for task {urgent['id']}" in row and "preemptions 1" in shown.stdout

@@ -745,7 +745,7 @@ class JobRuntime:
                 victim = self._assignments.get(preemption.victim_task_id)
                 if victim is None or victim.cancel_reason is not None:
                     continue
-                victim.cancel_reason = f"preempted: {preemption.reason}"
+                victim.cancel_reason = preemption.reason  # "preempted for task t-… (priority 10 > 0): …"
                 victim.preempted_by = preemption.for_task_id
                 placed_nodes.add(victim.node_id)
                 audit.append(AuditEntry(actor="system:scheduler", action="task.preempted",
