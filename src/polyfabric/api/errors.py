@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +26,7 @@ from polyfabric.domain.errors import (
     ValidationError,
 )
 
-__all__ = ["install_error_handlers", "problem"]
+__all__ = ["describe_errors", "install_error_handlers", "problem"]
 
 log = logging.getLogger("polyfabric.api")
 
@@ -58,9 +59,10 @@ def _status_of(exc: DomainError) -> int:
     return 400
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
+def describe_errors(errors: list[Any]) -> str:
+    """pydantic's error list as one sentence naming each field and its problem."""
     parts = []
-    for err in exc.errors():
+    for err in errors:
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
         where = ".".join(loc) or "body"
         kind = err.get("type", "")
@@ -83,7 +85,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return problem(422, "invalid", _describe_validation(exc), request)
+        return problem(422, "invalid", describe_errors(list(exc.errors())), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

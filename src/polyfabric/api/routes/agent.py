@@ -4,14 +4,16 @@ the key it registers (the signature must verify under the key in the body)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticError
 from starlette.concurrency import run_in_threadpool
 
 from polyfabric.api.auth import SignedCall, signed_call, signed_url
+from polyfabric.api.errors import describe_errors
 from polyfabric.domain.errors import NotAuthenticated, ValidationError
 from polyfabric.domain.ids import node_id_from_public_key
 from polyfabric.domain.resources import Resources
@@ -33,23 +35,17 @@ __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/agent", tags=["agent"])
 
+M = TypeVar("M", bound=BaseModel)
 
-def _parse(model, body: bytes):  # type: ignore[no-untyped-def]
+
+def _parse(model: type[M], body: bytes) -> M:
+    """Agent routes read the raw body (the signature covers it), so they validate it themselves."""
     try:
         return model.model_validate(orjson.loads(body))
     except orjson.JSONDecodeError as exc:
         raise ValidationError(f"malformed JSON: {exc}") from None
     except PydanticError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ())) or "body"
-            if err.get("type") == "extra_forbidden":
-                problems.append(f"unknown field '{where}'")
-            elif err.get("type") == "missing":
-                problems.append(f"missing field '{where}'")
-            else:
-                problems.append(f"{where}: {err.get('msg')}")
-        raise ValidationError("; ".join(problems)) from None
+        raise ValidationError(describe_errors(list(exc.errors()))) from None
 
 
 def _registration(decl: NodeDeclaration, public_key: bytes) -> Registration:
