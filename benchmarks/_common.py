@@ -17,13 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "ProcessSampler",
+    "describe_machine",
     "emit_json",
+    "log",
     "machine",
     "median",
     "median_of_runs",
@@ -267,5 +269,3 @@ def log(message: str) -> None:
     """Progress for people, on stderr (stdout carries the table and the JSON line)."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
-
-Clock = Callable[[], float]

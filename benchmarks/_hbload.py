@@ -653,10 +653,19 @@ def _list_all(api: Any, path: str, key: str, **params: Any) -> list[dict[str, An
         after = page[-1][key]
 
 
-def down_transitions(api: Any, since: float) -> list[dict[str, Any]]:
-    """Every `node.transition` to Down recorded in the audit chain since `since`."""
+def _api(coordinator: Any) -> Any:
+    """An admin client with a long timeout: an overloaded coordinator answers late, not never."""
+    from polyfabric.client import ApiClient
+
+    return ApiClient(coordinator.url, coordinator.admin_token, timeout=180.0)
+
+
+def node_transitions(api: Any, since: float) -> list[dict[str, Any]]:
+    """Every `node.transition` in the audit chain since `since`, oldest first."""
     records = _list_all(api, "/v1/audit", "seq", kind="node.transition", since=since, limit=5000)
-    return [r for r in records if (r.get("details") or {}).get("to") == "down"]
+    for r in records:
+        r["details"] = r.get("details") or {}
+    return sorted(records, key=lambda r: r["seq"])
 
 
 def run_load(cfg: LoadConfig) -> dict[str, Any]:
@@ -702,7 +711,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         check_fast_signer(coordinator.url + HEARTBEAT_PATH)
         join_token = coordinator.join_token(domain="bench", uses=None)
         telemetry, health, declaration = _agent_payload_templates()
-        api = coordinator.api()
+        api = _api(coordinator)
         ctx = multiprocessing.get_context("spawn")
         run_id = os.urandom(3).hex()
         epoch = time.time()
@@ -751,7 +760,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
             _pin_process(coordinator.pid, coordinator_cpus)
             result["restart_s"] = time.time() - t_restart
             sampler = ProcessSampler(coordinator.pid).start()
-            api = coordinator.api()
+            api = _api(coordinator)
             for p in pipes:
                 p.send(("go",))
             log(f"coordinator restarted with the default detector in {result['restart_s']:.1f}s; all nodes heartbeat")
@@ -807,20 +816,26 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         # CPU used by other processes on the machine during the window (a shared machine is noisy).
         result["others_cpu_percent"] = max(0.0, result["machine_cpu_percent"] - result["coordinator_cpu_percent"]
                                            - sum(r["generator_cpu_percent"] for r in results))
-        # While the load still runs: who is Down now, and every Down transition since the start.
-        down_now = _list_all(api, "/v1/nodes", "name", state="down", limit=5000)
-        transitions = down_transitions(api, t_start)
-        silenced_node_ids = set(detection["silenced"]) if detection else set()
-        result["down_at_end"] = len([n for n in down_now if n["id"] not in silenced_node_ids])
-        false = [t for t in transitions if t["subject"].removeprefix("node:") not in silenced_node_ids]
-        result["false_down"] = len([t for t in false if t["at"] >= t0])  # in the measured window
-        result["false_down_startup"] = len([t for t in false if t["at"] < t0])  # while nodes registered
-        result["false_down_at_s"] = [round(t["at"] - t0, 2) for t in false][:200]  # relative to the window
-        result["coordinator_rss_peak_mb"] = sampler.peak_rss / 2**20
-        if detection is not None:
-            result["detection"] = detection
+        # The load stops; then the audit chain says exactly which nodes went Down, and when.
+        t_stop = time.time()
         for p in pipes:
             p.send(("stop",))
+        transitions = node_transitions(api, t_start)
+        silenced_node_ids = set(detection["silenced"]) if detection else set()
+        false = [t for t in transitions if t["details"].get("to") == "down" and t["at"] < t_stop
+                 and t["subject"].removeprefix("node:") not in silenced_node_ids]
+        result["false_down"] = len([t for t in false if t["at"] >= t0])  # under the measured load
+        result["false_down_startup"] = len([t for t in false if t["at"] < t0])  # while nodes joined
+        result["false_down_at_s"] = [round(t["at"] - t0, 2) for t in false][:200]  # relative to the window
+        state_at_stop: dict[str, str] = {}
+        for t in transitions:
+            if t["at"] < t_stop:
+                state_at_stop[t["subject"]] = t["details"].get("to", "")
+        result["down_at_end"] = len([n for n, st in state_at_stop.items()
+                                     if st == "down" and n.removeprefix("node:") not in silenced_node_ids])
+        result["coordinator_rss_peak_mb"] = sampler.peak_rss / 2**20
+        if detection is not None:
+            result["detection"] = _detection_figures(detection, transitions)
         api.close()
         return result
     finally:
@@ -849,33 +864,48 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
 
 def _watch_detection(api: Any, pipes: list[Any], procs: list[Any], silence_at: float,
                      cfg: LoadConfig) -> dict[str, Any]:
-    """Wait for the silenced nodes' last replies, then poll the Down list until all are Down."""
+    """Wait for the silenced nodes' last replies, then poll the Down list until all are Down.
+
+    The poll only says when to stop waiting (and when the Down was seen); the Down times come from
+    the audit chain afterwards (`_detection_figures`).
+    """
+    from polyfabric.client import ApiError, CoordinatorUnreachable
+
     silenced: dict[str, dict[str, Any]] = {}
     for p in pipes:
         got = _recv(p, "silenced", max(60.0, silence_at - time.time() + 30), procs)
         silenced.update(got)
     seen: dict[str, float] = {}
-    down_since: dict[str, float] = {}
     deadline = silence_at + cfg.detection_timeout
     while len(seen) < len(silenced) and time.time() < deadline:
+        try:
+            down = _list_all(api, "/v1/nodes", "name", state="down", limit=5000)
+        except (ApiError, CoordinatorUnreachable) as exc:
+            log(f"polling the Down list failed ({exc}); trying again")
+            continue
         polled = time.time()
-        for node in _list_all(api, "/v1/nodes", "name", state="down", limit=5000):
+        for node in down:
             if node["id"] in silenced and node["id"] not in seen:
                 seen[node["id"]] = polled
-                down_since[node["id"]] = node["state_since"]
         time.sleep(0.1)
+    return {"silenced": silenced, "seen": seen}
+
+
+def _detection_figures(watch: dict[str, Any], transitions: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per silenced node: from its last heartbeat (the moment its last reply arrived) to Down."""
     per_node = []
-    for node_id, info in silenced.items():
-        down_at = down_since.get(node_id)
+    for node_id, info in watch["silenced"].items():
+        down_at = next((t["at"] for t in transitions if t["subject"] == f"node:{node_id}"
+                        and t["details"].get("to") == "down" and t["at"] >= info["last_send"]), None)
         per_node.append({
             "node_id": node_id, "last_ack": info["last_ack"], "last_send": info["last_send"],
-            "last_latency_ms": info["last_latency_ms"], "down_at": down_at, "observed_at": seen.get(node_id),
+            "last_latency_ms": info["last_latency_ms"], "down_at": down_at, "observed_at": watch["seen"].get(node_id),
             "detect_s": (down_at - info["last_ack"]) if down_at else None,
             "detect_from_send_s": (down_at - info["last_send"]) if down_at else None,
         })
     times = sorted(n["detect_s"] for n in per_node if n["detect_s"] is not None)
     return {
-        "silenced": sorted(silenced), "detected": len(times), "missed": len(per_node) - len(times),
+        "silenced": sorted(watch["silenced"]), "detected": len(times), "missed": len(per_node) - len(times),
         "detect_s": {"min": times[0] if times else None, "median": percentile(times, 50),
                      "max": times[-1] if times else None},
         "nodes": per_node,

@@ -63,12 +63,10 @@ def test_allowed_transitions_work_and_are_audited_with_the_operator_as_actor(fab
         ("resume", "suspended", "active"),
         ("cordon", "active", "cordoned"),
         ("suspend", "cordoned", "suspended"),
-        ("drain", "suspended", "draining"),
-        ("uncordon", "draining", "active"),
+        ("resume", "suspended", "active"),
         ("quarantine", "active", "quarantined"),
         ("resume", "quarantined", "active"),
-        ("drain", "active", "draining"),
-        ("retire", "draining", "retired"),
+        ("retire", "active", "retired"),
     ])
     # The human-readable form of the same command says what happened in one line.
     other = _node(fabric, join, "lc-plain")
@@ -81,10 +79,28 @@ def test_retire_directly_from_active(fabric, operator, join):
     _check_walk(fabric, operator, "lc-retire", node_id, [("retire", "active", "retired")])
 
 
+def test_a_drained_node_with_no_work_retires_by_itself(fabric, operator, join):
+    """Draining waits for the node's tasks; with none, the drain completes on the lifecycle
+    controller's next pass (about a second): Draining -> Retired, trigger system. (Draining with
+    work, and drain deadlines: test_self_healing.py.)"""
+    node_id = _node(fabric, join, "lc-drain")
+    count = len(fabric.transitions(node_id))
+    out = _act(fabric, operator, "drain", "lc-drain", "drain for the test")
+    assert (out["id"], out["state"]) == (node_id, "draining")
+    fabric.wait_state(node_id, "retired", timeout=10)
+    drained, retired = fabric.transitions(node_id)[count:]
+    assert (drained["actor"], drained["cause"], drained["details"]) == (
+        f"token:{OPERATOR}", "drain for the test",
+        {"from": "active", "to": "draining", "trigger": "operator", "action": "drain"})
+    assert (retired["actor"], retired["cause"], retired["details"]) == (
+        "system:lifecycle", "drain complete: no task left on the node",
+        {"from": "draining", "to": "retired", "trigger": "system", "rule": "drain"})
+
+
 @pytest.mark.parametrize(("name", "setup", "verb", "expected"), [
     ("lc-bad-uncordon", [], "uncordon", "is already active"),
     ("lc-bad-resume", [], "resume", "is already active"),
-    ("lc-bad-suspend", ["drain"], "suspend", "cannot go from draining to suspended"),
+    ("lc-bad-suspend", ["quarantine"], "suspend", "cannot go from quarantined to suspended"),
     ("lc-bad-cordon", ["quarantine"], "cordon", "cannot go from quarantined to cordoned"),
     ("lc-bad-retired", ["retire"], "uncordon", "cannot go from retired to active; retired is final"),
 ])

@@ -30,3 +30,8 @@ def timed(tag: str, seconds: float) -> dict[str, Any]:
     start = time.time()
     time.sleep(seconds)
     return {"tag": tag, "start": start, "end": time.time()}
+
+
+def gather_tags(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fan-in of `timed` items: how many there were, and their tags (as numbers) in order."""
+    return {"count": len(results), "tags": sorted(int(r["tag"]) for r in results)}

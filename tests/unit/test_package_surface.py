@@ -46,8 +46,12 @@ def test_no_package_module_imports_the_test_kit():
         if "testing" in path.relative_to(ROOT).parts:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polyfabric.testing"):
-                offenders.append(str(path.relative_to(ROOT)))
-            elif isinstance(node, ast.Import) and any(a.name.startswith("polyfabric.testing") for a in node.names):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            if any(name.startswith("polyfabric.testing") for name in names):
                 offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, offenders

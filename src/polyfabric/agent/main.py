@@ -6,7 +6,10 @@ join token. Then heartbeat every interval (jittered) with telemetry and the late
 results; health checks run on their own thread so a slow owner script never delays a heartbeat.
 Next to the heartbeat, the task runner (polyfabric.agent.runner) takes leases and reports on its
 own two threads and connections. When the coordinator is unreachable the agent keeps trying
-(backoff up to 2 s), running tasks go on, and it resumes by itself.
+(backoff up to 2 s), running tasks go on, and it resumes by itself. Given several coordinators
+(`--coordinator URL1,URL2,...`, one PostgreSQL), each of the three connections fails over between
+them and follows the leader's address that the others answer with; the node is the same whichever
+coordinator it talks to (its identity is its key, the nodes table is shared).
 
 Stopping (SIGTERM/SIGINT): no new leases are taken; running tasks get `stop_grace_s` to finish,
 then are stopped (process group SIGTERM, SIGKILL after `kill_grace_s`) and handed back; pending
@@ -43,21 +46,25 @@ __all__ = ["Agent", "AgentRefused", "run"]
 log = logging.getLogger("polyfabric.agent")
 
 _STATE_FILE = "agent.json"
+_CALL_TIMEOUT_S = 5.0
 
 
 class AgentRefused(Exception):
     """The coordinator refused this node for good (exit code attached)."""
 
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, *, retryable: bool = False) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+        self.retryable = retryable  # "try again later" (503: overloaded, a leader being elected)
 
 
 class Agent:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
         self.identity: NodeIdentity = load_or_create(settings.data_dir)
-        self.client = AgentClient(settings.coordinator, self.identity.sign_headers)
+        # Heartbeats are answered at once: a call that hangs (a paused or cut-off coordinator) is
+        # given up after a few seconds and tried at the next coordinator, well within the Down bound.
+        self.client = AgentClient(settings.coordinator, self.identity.sign_headers, timeout=_CALL_TIMEOUT_S)
         self.stop_event = threading.Event()
         self.interval = settings.heartbeat_interval_s or 2.0
         self.state = "unknown"
@@ -105,7 +112,7 @@ class Agent:
                 "join_token": self.settings.join_token,
                 "public_key": self.identity.public_key_b64,
                 "node": decl,
-            })
+            }, idempotent=False)
         except ApiError as exc:
             raise self._refusal(exc) from None
         state = {"node_id": reply["node_id"], "coordinator": self.settings.coordinator,
@@ -127,7 +134,7 @@ class Agent:
             return AgentRefused(f"this node was revoked: {exc.message}", 3)
         if exc.status in (401, 403, 404, 409, 400, 422):
             return AgentRefused(f"the coordinator refused this node: {exc.message}", 2)
-        return AgentRefused(f"the coordinator failed: {exc.message}", 1)
+        return AgentRefused(f"the coordinator failed: {exc.message}", 1, retryable=exc.is_retryable)
 
     # -- running ----------------------------------------------------------------------------
 
@@ -153,16 +160,19 @@ class Agent:
         return reply
 
     def join_with_retry(self) -> None:
-        """Join, waiting for the coordinator if it is not up yet (agents may start first)."""
+        """Join, waiting for the coordinator if it is not up yet (agents may start first), or
+        answers "try again later" (several coordinators: a leader is being elected)."""
         failures = 0
         while True:
             try:
                 self.join()
                 return
-            except CoordinatorUnreachable as exc:
+            except (CoordinatorUnreachable, AgentRefused) as exc:
+                if isinstance(exc, AgentRefused) and not exc.retryable:
+                    raise
                 failures += 1
                 if failures == 1:
-                    log.warning("%s; waiting for it", exc.message)
+                    log.warning("%s; waiting for it", exc.message if isinstance(exc, CoordinatorUnreachable) else exc)
                 if self.stop_event.wait(min(0.25 * 2 ** min(failures, 4), 2.0)):
                     raise
 

@@ -1,8 +1,9 @@
 """create_app: the one place where routes, middleware and error handling are put together.
 
-Middleware order (outermost first): request id, body limit (1 MiB), then FastAPI's own stack
-with our error handlers. Every /v1 route authenticates: bearer tokens for people and tools,
-RFC 9421 signatures for agents. /healthz and the OpenAPI document are public.
+Middleware order (outermost first): request id, body limit (1 MiB), the leader gate (with
+several coordinators, leader-only requests reaching another one get 503 and the leader's URL),
+then FastAPI's own stack with our error handlers. Every /v1 route authenticates: bearer tokens
+for people and tools, RFC 9421 signatures for agents. /healthz and the OpenAPI document are public.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from fastapi import FastAPI
 
 from polyfabric import __version__
 from polyfabric.api.errors import install_error_handlers
+from polyfabric.api.leader import LeaderGateMiddleware
 from polyfabric.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from polyfabric.api.notify import Notifier
 from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
@@ -35,6 +37,7 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
     # most of the traffic (no other router's paths overlap /v1/agent/).
     for module in (agent, meta, tokens, nodes, audit, jobs):
         app.include_router(module.router)
+    app.add_middleware(LeaderGateMiddleware, leadership=lambda: services.ctx.leadership)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -15,12 +15,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from polyfabric.api.leader import leader_headers
 from polyfabric.domain.errors import (
     Conflict,
     DomainError,
     InternalFault,
     NotAuthenticated,
     NotFound,
+    NotLeader,
     NotPermitted,
     Unavailable,
     ValidationError,
@@ -42,13 +44,14 @@ _STATUS: list[tuple[type[DomainError], int]] = [
 
 
 def problem(status: int, code: str, message: str, request: Request | None = None,
-            problems: list[str] | None = None) -> JSONResponse:
+            problems: list[str] | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
     request_id = getattr(request.state, "request_id", None) if request is not None else None
     error: dict[str, object] = {"code": code, "message": message, "request_id": request_id}
     if problems:
         error["problems"] = problems
     body = {"error": error}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -81,7 +84,15 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
         problems = getattr(exc, "problems", None)
-        return problem(_status_of(exc), exc.code, exc.message, request, list(problems) if problems else None)
+        headers = None
+        if isinstance(exc, Unavailable):
+            # A leader-only write that reached a coordinator which does not (or no longer) lead:
+            # say where the leader is, so that the client goes there.
+            leadership = request.app.state.services.ctx.leadership
+            if isinstance(exc, NotLeader) or not leadership.serving():
+                headers = leader_headers(exc.leader_url if isinstance(exc, NotLeader) else leadership.hint())
+        return problem(_status_of(exc), exc.code, exc.message, request, list(problems) if problems else None,
+                       headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -20,6 +20,9 @@ class Notifier:
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
+        # Set on a coordinator that does not lead: the changes happen on another one, so nothing
+        # notifies here, and a long-poll looks at the store again every `max_wait` seconds.
+        self.max_wait: float | None = None
 
     def version(self, key: str) -> int:
         return self._versions.get(key, 0)
@@ -41,8 +44,17 @@ class Notifier:
         if waiters and self._loop is not None:
             self._loop.call_soon_threadsafe(_wake, waiters)
 
+    def wake_all(self) -> None:
+        """Wake every long-poll now (they look again, and see that this coordinator stopped leading)."""
+        with self._lock:
+            keys = list(self._waiters)
+        for key in keys:
+            self.notify(key)
+
     async def wait(self, key: str, seen: int, timeout: float) -> bool:
         """Wait until `key` moves past version `seen` or `timeout` passes. True if it moved."""
+        if self.max_wait is not None:
+            timeout = min(timeout, self.max_wait)
         if timeout <= 0 or self.closed:
             return self.version(key) > seen
         loop = asyncio.get_running_loop()

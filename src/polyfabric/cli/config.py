@@ -3,7 +3,8 @@
 Order: --url/--token flags, then POLYFABRIC_URL / POLYFABRIC_TOKEN (or POLYFABRIC_TOKEN_FILE),
 then the config file: $POLYFABRIC_CONFIG, else ./.polyfabric/client.json (written by
 `polyfabric up`), else ~/.config/polyfabric/client.json. The file holds the URL and the *path*
-of the token file, never the token itself.
+of the token file, never the token itself. The URL may name several coordinators, comma-separated
+(`http://a:7340,http://b:7340`): the client fails over between them and follows the leader.
 """
 
 from __future__ import annotations

@@ -128,9 +128,9 @@ def _task_rows(tasks: Iterable[dict[str, Any]]) -> str:
         outcome = f"error: {t['error']}" if t.get("error") else compact(t.get("result"))
         if t.get("status") in ("waiting", "ready") and t.get("pending_reason"):
             outcome = f"({t['pending_reason']})"
-        rows.append((t.get("key"), t.get("id"), t.get("status"), t.get("attempt") or "-", t.get("node_id") or "-",
-                     when(t.get("started_at")), duration_of(t), outcome))
-    return table(rows, ["KEY", "ID", "STATUS", "ATTEMPT", "NODE", "STARTED", "DURATION", "RESULT"])
+        rows.append((t.get("key"), t.get("id"), t.get("status"), t.get("attempt") or "-", t.get("lost") or 0,
+                     t.get("node_id") or "-", when(t.get("started_at")), duration_of(t), outcome))
+    return table(rows, ["KEY", "ID", "STATUS", "ATTEMPT", "LOST", "NODE", "STARTED", "DURATION", "RESULT"])
 
 
 def _job_header(j: dict[str, Any]) -> list[str]:
@@ -143,6 +143,8 @@ def _job_header(j: dict[str, Any]) -> list[str]:
         f"Finished:   {when(j.get('finished_at'))}" + (f" (took {duration_of(j)})" if j.get("finished_at") else ""),
         f"Progress:   {progress_line(j)}",
     ]
+    if j.get("lost"):
+        lines.append(f"Lost:       {j['lost']} attempt(s) lost with their node (run again elsewhere; not failures)")
     if j.get("params"):
         lines.append("Params:     " + ", ".join(f"{k}={compact(v, 40)}" for k, v in j["params"].items()))
     if j.get("error"):

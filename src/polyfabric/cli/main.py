@@ -51,32 +51,61 @@ def cli() -> None:
 @click.option("--listen", default="127.0.0.1:7340", show_default=True, help="HOST:PORT to serve on.")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".polyfabric/coordinator"),
               show_default=True, help="Keys, the admin token and (by default) the SQLite database.")
+@click.option("--advertise", default=None, metavar="URL",
+              help="The URL other coordinators send clients and agents to while this one leads "
+                   "(several coordinators on one PostgreSQL; default: http://HOST:PORT of --listen).")
+@click.option("--lease-ttl", type=click.FloatRange(min=1.0), default=5.0, show_default=True,
+              help="Seconds the leader's lease lasts unrenewed (PostgreSQL): a dead leader is replaced "
+                   "within about this long.")
 @click.option("--heartbeat-interval", type=float, default=2.0, show_default=True,
               help="Seconds between agent heartbeats (told to agents).")
 @click.option("--unreachable-after", type=float, default=5.0, show_default=True,
               help="Seconds of silence before a node is Unreachable.")
 @click.option("--down-after", type=float, default=8.0, show_default=True,
               help="Seconds of silence before a node is Down.")
+@click.option("--quarantine-failures", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Quarantine a node after this many task failures on it that then succeeded elsewhere (0: never).")
+@click.option("--quarantine-window", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Seconds over which those failures are counted.")
+@click.option("--quarantine-ratio", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="...and only if at least this share of the attempts that ended on the node failed.")
+@click.option("--quarantine-degraded-after", type=click.FloatRange(min=0), default=300.0, show_default=True,
+              help="Quarantine a node whose health checks fail continuously for longer (0: never).")
+@click.option("--quarantine-flapping/--no-quarantine-flapping", default=True, show_default=True,
+              help="Quarantine a node that goes Down 3 times within 10 minutes (the Flapping condition).")
+@click.option("--probation", type=click.FloatRange(min=0), default=900.0, show_default=True,
+              help="An automatic quarantine ends after this many seconds of health (0: only `node resume`).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: float,
-           unreachable_after: float, down_after: float, log_level: str) -> None:
-    """Run a coordinator: the API, the failure detector and the other controllers."""
+           unreachable_after: float, down_after: float, quarantine_failures: int, quarantine_window: float,
+           quarantine_ratio: float, quarantine_degraded_after: float, quarantine_flapping: bool,
+           probation: float, log_level: str, advertise: str | None, lease_ttl: float) -> None:
+    """Run a coordinator: the API, the failure detector and the other controllers.
+
+    Several coordinators may share one PostgreSQL database (--db): all serve the API, one at a time
+    is elected leader and runs the controllers; give each its own --data-dir and --advertise URL."""
     from polyfabric.coordinator.server import serve
     from polyfabric.coordinator.settings import CoordinatorSettings
     from polyfabric.domain.conditions import DetectorSettings
     from polyfabric.domain.errors import DomainError
+    from polyfabric.domain.quarantine import QuarantinePolicy
 
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"{listen!r} is not HOST:PORT", param_hint="--listen")
     if not (0 < heartbeat_interval < unreachable_after < down_after):
         raise click.BadParameter("need 0 < --heartbeat-interval < --unreachable-after < --down-after")
+    if advertise is not None and not advertise.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{advertise!r} is not an http:// or https:// URL", param_hint="--advertise")
     data_dir = data_dir.resolve()
     settings = CoordinatorSettings(
         db_url=db_url or f"sqlite:///{data_dir / 'polyfabric.db'}", data_dir=data_dir, host=host,
-        port=int(port), log_level=log_level,
+        port=int(port), log_level=log_level, advertise_url=advertise, lease_ttl_s=lease_ttl,
         detector=DetectorSettings(heartbeat_interval=heartbeat_interval, unreachable_after=unreachable_after,
                                   down_after=down_after, check_interval=min(0.5, heartbeat_interval / 2)),
+        quarantine=QuarantinePolicy(min_failures=quarantine_failures, failure_window=quarantine_window,
+                                    min_failure_ratio=quarantine_ratio, degraded_after=quarantine_degraded_after,
+                                    flapping=quarantine_flapping, probation=probation),
     )
     try:
         sys.exit(serve(settings))
@@ -85,7 +114,9 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
 
 
 @cli.command()
-@click.option("--coordinator", required=True, envvar="POLYFABRIC_URL", help="The coordinator's URL.")
+@click.option("--coordinator", required=True, envvar="POLYFABRIC_URL",
+              help="The coordinator's URL, or several comma-separated (coordinators on one PostgreSQL): "
+                   "the agent fails over between them and follows the leader.")
 @click.option("--join-token", default=None, envvar="POLYFABRIC_JOIN_TOKEN",
               help="Join token (needed only the first time this data dir joins).")
 @click.option("--name", default=None, help="Node name (default: the host name).")

@@ -7,6 +7,8 @@ from typing import Any
 import click
 
 from polyfabric.cli.output import age, client_options, emit, handle_errors, open_client, table, when
+from polyfabric.domain.errors import ValidationError
+from polyfabric.domain.jobs import parse_duration
 from polyfabric.domain.resources import format_bytes
 
 __all__ = ["node"]
@@ -67,6 +69,18 @@ def _render_one(n: dict[str, Any]) -> str:
     if tel:
         lines.append(f"Telemetry:  cpu {tel.get('cpu_percent', '-')}%, memory {tel.get('memory_percent', '-')}%, "
                      f"disk {tel.get('disk_percent', '-')}%, load {tel.get('load1', '-')}")
+    if n.get("drain_deadline") and n["state"] in ("draining", "down"):
+        lines.append(f"Drain:      tasks still here move to other nodes at {when(n['drain_deadline'])}")
+    quarantine = n.get("quarantine") or {}
+    if quarantine and n["state"] == "quarantined":
+        automatic = quarantine.get("trigger") != "operator"
+        lines.append(f"Quarantine: since {when(quarantine.get('at'))} by {quarantine.get('by')} "
+                     f"({quarantine.get('trigger')}): {quarantine.get('reason')}")
+        lines.append("            " + ("released automatically after a healthy probation, or by `node resume`"
+                                       if automatic else "released by `polyfabric node resume`"))
+    elif quarantine.get("released_at"):
+        lines.append(f"Quarantine: last one ended {when(quarantine['released_at'])} by "
+                     f"{quarantine.get('released_by')} (was: {quarantine.get('reason')})")
     lines.append("Conditions:")
     for c in n.get("conditions", []):
         lines.append(f"  {c['type']:<15} {c['status']!s:<6} {c['reason']}")
@@ -89,18 +103,38 @@ def node_show(node_ref: str, as_json: bool, url: str | None, token: str | None) 
     emit(n, as_json, _render_one)
 
 
-def _action(verb: str, doc: str) -> click.Command:
+def _parse_deadline(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValidationError as exc:
+        raise click.BadParameter(exc.message, param_hint="--deadline") from None
+
+
+def _action(verb: str, doc: str, *, deadline: bool = False) -> click.Command:
     @click.command(verb, help=doc)
     @click.argument("node_ref")
     @click.option("--reason", default="", help="Why (recorded in the audit chain).")
     @click.option("--json", "as_json", is_flag=True)
     @client_options
     @handle_errors
-    def command(node_ref: str, reason: str, as_json: bool, url: str | None, token: str | None) -> None:
+    def command(node_ref: str, reason: str, as_json: bool, url: str | None, token: str | None,
+                deadline: str | None = None) -> None:
+        body: dict[str, Any] = {"reason": reason}
+        seconds = _parse_deadline(deadline)
+        if seconds is not None:
+            body["deadline_s"] = seconds
         with open_client(url, token) as client:
-            n = client.post(f"/v1/nodes/{node_ref}/{verb}", {"reason": reason})
-        emit(n, as_json, lambda x: f"node {x['name']} ({x['id']}) is now {x['state']}")
+            n = client.post(f"/v1/nodes/{node_ref}/{verb}", body)
+        emit(n, as_json, lambda x: f"node {x['name']} ({x['id']}) is now {x['state']}"
+             + (f", deadline {when(x['drain_deadline'])}" if x.get("drain_deadline") else ""))
 
+    if deadline:
+        command = click.option(
+            "--deadline", default=None, metavar="DURATION",
+            help="After this long (30s, 5m, 1h) the tasks still running are stopped and run again on other "
+                 "nodes (not counted as failures). Again on a draining node: sets a new deadline.")(command)
     return command
 
 
@@ -109,9 +143,9 @@ for _verb, _doc in (
     ("uncordon", "Let a cordoned (or draining) node take new work again."),
     ("suspend", "Take a node out of service for a while."),
     ("resume", "Bring a suspended or quarantined node back to Active."),
-    ("drain", "Let a node finish its work, take nothing new, then retire."),
+    ("drain", "Let a node finish its work and take nothing new; it retires by itself when no task is left."),
     ("retire", "Retire a node for good."),
-    ("quarantine", "Isolate a misbehaving node."),
+    ("quarantine", "Isolate a misbehaving node (only an operator's resume ends it)."),
     ("revoke", "Refuse a node from now on: its key is no longer accepted."),
 ):
-    node.add_command(_action(_verb, _doc))
+    node.add_command(_action(_verb, _doc, deadline=_verb == "drain"))

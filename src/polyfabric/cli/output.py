@@ -52,8 +52,8 @@ def age(seconds: float | None) -> str:
 def client_options(func: F) -> F:
     func = click.option("--token", envvar=None, default=None, help="API token (default: POLYFABRIC_TOKEN "
                         "or the config file).")(func)
-    func = click.option("--url", default=None, help="Coordinator URL (default: POLYFABRIC_URL or the "
-                        "config file).")(func)
+    func = click.option("--url", default=None, help="Coordinator URL, or several comma-separated (default: "
+                        "POLYFABRIC_URL or the config file).")(func)
     return func
 
 

@@ -30,6 +30,8 @@ def _render_task(t: dict[str, Any]) -> str:
         f"Job:        {t.get('job_id')}",
         f"Status:     {t.get('status')}, attempt {t.get('attempt') or 0} "
         f"(failures {t.get('failures') or 0}, preemptions {t.get('preemptions') or 0})",
+        f"Lost:       {t.get('lost') or 0} (attempts lost with their node: Down, quarantined or drained; "
+        "no retry used)",
         f"Node:       {t.get('node_id') or '-'}",
         f"Priority:   {t.get('priority')}",
         f"Started:    {when(t.get('started_at'))}",

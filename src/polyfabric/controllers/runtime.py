@@ -32,14 +32,14 @@ class LoopRunner:
 
     def start(self) -> None:
         for controller in self._controllers:
-            thread = threading.Thread(target=self._loop, args=(controller,),
+            thread = threading.Thread(target=self._loop, args=(controller, self._stop),
                                       name=f"pf-{controller.name}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
-    def _loop(self, controller: Controller) -> None:
+    def _loop(self, controller: Controller, stop: threading.Event) -> None:
         delay = controller.period
-        while not self._stop.wait(delay):
+        while not stop.wait(delay):
             try:
                 controller.run_once()
                 delay = controller.period
@@ -47,15 +47,19 @@ class LoopRunner:
                 log.exception("controller %s failed; retrying", controller.name)
                 delay = min(delay * 2, controller.period * 8)
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 5.0, *, final: bool = True) -> None:
+        """Stop every loop (waiting up to `timeout` for each), then make each controller's final
+        pass unless `final` is False (a coordinator that lost the leadership writes nothing more)."""
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout)
+        if not final:
+            return
         # A last pass of each, so that what was in memory reaches the store on a clean shutdown.
         for controller in self._controllers:
-            final = getattr(controller, "final_pass", None)
-            if final is not None:
+            last = getattr(controller, "final_pass", None)
+            if last is not None:
                 try:
-                    final()
+                    last()
                 except Exception:
                     log.exception("final pass of %s failed", controller.name)

@@ -20,6 +20,9 @@ class SchedulerController:
     def __init__(self, runtime: JobRuntime, idle: float = 0.5) -> None:
         self._runtime = runtime
         self._idle = idle
+        # While this loop runs, a group commit also makes the placements its changes enabled (one
+        # commit per report instead of two); this loop still runs every pass that is left.
+        runtime.plan_on_commit = True
 
     def run_once(self) -> int:
         self._runtime.wake.wait(self._idle)

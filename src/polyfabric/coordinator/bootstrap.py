@@ -1,12 +1,17 @@
-"""Wires store, services, controllers and the API for one coordinator process."""
+"""Wires store, services, controllers and the API for one coordinator process.
+
+On SQLite the coordinator always leads; on PostgreSQL it joins the election and runs the
+controllers only while it leads (`coordinator/role.py`, `services/leadership.py`).
+"""
 
 from __future__ import annotations
 
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from fastapi import FastAPI
 
@@ -14,14 +19,18 @@ from polyfabric.api.app import create_app
 from polyfabric.controllers.audit_signer import AuditHeadSigner
 from polyfabric.controllers.liveness_flush import LivenessFlusher
 from polyfabric.controllers.node_health import NodeHealthController
-from polyfabric.controllers.runtime import LoopRunner
+from polyfabric.controllers.node_lifecycle import NodeLifecycleController
+from polyfabric.controllers.runtime import Controller, LoopRunner
 from polyfabric.controllers.scheduler import SchedulerController
+from polyfabric.coordinator.role import CoordinatorRole, exclusive_lock
 from polyfabric.coordinator.settings import CoordinatorSettings
 from polyfabric.security.keys import b64e, generate_private_key, load_private_key, public_key_raw, save_private_key
 from polyfabric.security.signing import sign_bytes
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.leadership import Leadership
 from polyfabric.store import migrate
+from polyfabric.store.engine import is_sqlite
 from polyfabric.store.unit_of_work import SqlStore
 
 __all__ = ["Coordinator", "SystemClock", "UuidIds", "build"]
@@ -62,32 +71,71 @@ class Coordinator:
     store: SqlStore
     services: Services
     app: FastAPI
-    loops: LoopRunner
+    role: CoordinatorRole
     admin_token_created: bool
+    locks: list[IO[str]] = field(default_factory=list)
+
+    def start(self) -> None:
+        """Run the controllers (SQLite), or join the election (PostgreSQL)."""
+        self.role.start()
+
+    def stop(self) -> None:
+        """Stop the controllers (with their final pass) and, if leading, release the lease."""
+        self.role.stop()
+
+    def close(self) -> None:
+        self.store.close()
+        for lock in self.locks:
+            lock.close()
+        self.locks.clear()
 
 
 def build(settings: CoordinatorSettings) -> Coordinator:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
+    locks = [exclusive_lock(settings.data_dir / "coordinator.lock", f"the data dir {settings.data_dir}")]
     store = SqlStore(settings.db_url)
+    solo = is_sqlite(store.engine)
+    if solo:
+        try:
+            locks.append(exclusive_lock(_sqlite_lock_path(store.url), "this SQLite database"))
+        except BaseException:
+            locks[0].close()
+            store.close()
+            raise
     migrate.upgrade(store.engine)
-    ctx = ServiceContext(store=store, clock=SystemClock(), ids=UuidIds(),
-                         signer=CoordinatorSigner(settings.key_path), detector=settings.detector)
+    clock, signer = SystemClock(), CoordinatorSigner(settings.key_path)
+    leadership = Leadership.single(settings.advertise) if solo else Leadership(
+        store, clock, holder=signer.key_id, url=settings.advertise, ttl=settings.lease_ttl_s)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=signer, detector=settings.detector,
+                         leadership=leadership)
     services = Services.build(ctx)
     services.audit.register_key()
     issued = services.tokens.bootstrap_admin()
     if issued is not None:
         _write_secret(settings.admin_token_path, issued.token)
     services.nodes.load_liveness()
-    services.runtime.load()
-    loops = LoopRunner([
-        NodeHealthController(ctx, services.nodes, on_down=services.runtime.node_lost),
-        SchedulerController(services.runtime),
-        LivenessFlusher(services.nodes, settings.liveness_flush_s),
-        AuditHeadSigner(services.audit, settings.audit_sign_s),
-    ])
+    if solo:
+        services.runtime.load()  # elected: rebuilt from the store whenever this coordinator becomes leader
+
+    def controllers() -> list[Controller]:  # a fresh set for each term as leader
+        return [
+            NodeHealthController(ctx, services.nodes, on_down=services.runtime.node_lost),
+            SchedulerController(services.runtime),
+            NodeLifecycleController(ctx, services.nodes, services.runtime, settings.quarantine),
+            LivenessFlusher(services.nodes, settings.liveness_flush_s),
+            AuditHeadSigner(services.audit, settings.audit_sign_s),
+        ]
+
     app = create_app(services, body_limit=settings.body_limit)
-    return Coordinator(settings, store, services, app, loops, issued is not None)
+    role = CoordinatorRole(services, controllers, app.state.notifier, LoopRunner(controllers()) if solo else None)
+    return Coordinator(settings, store, services, app, role, issued is not None, locks)
+
+
+def _sqlite_lock_path(url: str) -> Path:
+    """Next to the database file, whatever data dir each coordinator has."""
+    path = Path(url.split(":///", 1)[1])
+    return path.with_name(path.name + ".coordinator-lock")
 
 
 def _write_secret(path: Path, value: str) -> None:

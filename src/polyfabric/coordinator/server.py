@@ -1,9 +1,9 @@
 """The `polyfabric server` process: the ASGI server and the controller loops, with a clean stop.
 
 SIGINT/SIGTERM stop uvicorn; then the loops stop and make a final pass (heartbeat times flushed,
-audit head signed), and the process exits 0. A kill -9 loses at most the last second of
-heartbeat times, which are soft state: every lifecycle change and audit record was committed
-before it was acknowledged.
+audit head signed), a leader releases its lease (a standby takes over at once), and the process
+exits 0. A kill -9 loses at most the last second of heartbeat times, which are soft state: every
+lifecycle change and audit record was committed before it was acknowledged.
 """
 
 from __future__ import annotations
@@ -68,14 +68,16 @@ def serve(settings: CoordinatorSettings) -> int:
         access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096,
     )
     server = _Server(config, coordinator.app.state.notifier.close)
-    coordinator.loops.start()
-    log.info("coordinator serving on http://%s:%d (database %s)", settings.host, settings.port,
-             _redact(settings.db_url))
     try:
+        coordinator.start()
+        leadership = coordinator.services.ctx.leadership
+        log.info("coordinator serving on http://%s:%d (database %s)%s", settings.host, settings.port,
+                 _redact(settings.db_url), "" if leadership.solo else
+                 f"; advertised as {leadership.url}, {leadership.role()} (leader lease {leadership.ttl:g}s)")
         server.run()
     finally:
-        coordinator.loops.stop()
-        coordinator.store.close()
+        coordinator.stop()
+        coordinator.close()
         log.info("coordinator stopped")
     return 0
 

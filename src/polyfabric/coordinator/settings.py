@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from polyfabric.domain.conditions import DetectorSettings
+from polyfabric.domain.quarantine import QuarantinePolicy
 
 __all__ = ["CoordinatorSettings"]
 
@@ -17,10 +19,22 @@ class CoordinatorSettings:
     host: str = "127.0.0.1"
     port: int = 7340
     detector: DetectorSettings = field(default_factory=DetectorSettings)
+    quarantine: QuarantinePolicy = field(default_factory=QuarantinePolicy)
     liveness_flush_s: float = 1.0
     audit_sign_s: float = 5.0
     body_limit: int = 1 << 20
     log_level: str = "info"
+    # Several coordinators on one PostgreSQL: the URL the others send clients and agents to when
+    # this one leads (default: http://HOST:PORT of --listen), and the leader lease's lifetime.
+    advertise_url: str | None = None
+    lease_ttl_s: float = 5.0
+
+    @property
+    def advertise(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = socket.gethostname() if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
     def admin_token_path(self) -> Path:

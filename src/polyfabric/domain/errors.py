@@ -8,6 +8,7 @@
     ├── NotAuthenticated             no or bad credentials                         (never, with these)
     ├── NotPermitted                 authenticated, but the role or domain forbids (never, with this token)
     ├── Unavailable                  try again later (overload, not the leader)    (retry later)
+    │   └── NotLeader                this coordinator does not lead: ask the leader (retry there)
     └── InternalFault                a bug or broken invariant on our side         (report it)
 
 `api/errors.py` is the only place that maps these to HTTP; the CLI maps HTTP problems back to
@@ -23,6 +24,7 @@ __all__ = [
     "InvalidTransition",
     "NotAuthenticated",
     "NotFound",
+    "NotLeader",
     "NotPermitted",
     "Unavailable",
     "ValidationError",
@@ -69,3 +71,14 @@ class Unavailable(DomainError):
 
 class InternalFault(DomainError):
     code = "internal"
+
+
+class NotLeader(Unavailable):
+    """A write that only the leading coordinator may make reached another one (or a leader that
+    lost its lease). `leader_url` is the leader's advertised URL when known."""
+
+    code = "not_leader"
+
+    def __init__(self, message: str, leader_url: str | None = None) -> None:
+        super().__init__(message)
+        self.leader_url = leader_url

@@ -37,6 +37,8 @@ class Node:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     agent_version: str = ""
     version: int = 1
+    drain_deadline: float | None = None
+    quarantine: dict[str, Any] | None = None
 
     @property
     def topology(self) -> dict[str, str]:

@@ -31,10 +31,13 @@ class NodeOut(Response):
     conditions: list[dict[str, Any]]
     agent_version: str
     facts: dict[str, Any] | None = None
+    drain_deadline: float | None = None
+    quarantine: dict[str, Any] | None = None
 
 
 class NodeAction(Request):
     reason: str = Field(default="", max_length=500)
+    deadline_s: float | None = Field(default=None, ge=0, le=10 * 365 * 86400)  # drain only
 
 
 def node_out(node: Node, now: float, facts: dict[str, Any] | None = None) -> NodeOut:
@@ -46,5 +49,6 @@ def node_out(node: Node, now: float, facts: dict[str, Any] | None = None) -> Nod
         capacity=node.capacity.to_dict(), registered_at=node.registered_at,
         last_heartbeat_at=node.last_heartbeat_at, heartbeat_age_s=round(age, 3) if age is not None else None,
         telemetry=node.telemetry, health=node.health, conditions=node.conditions,
-        agent_version=node.agent_version, facts=facts,
+        agent_version=node.agent_version, facts=facts, drain_deadline=node.drain_deadline,
+        quarantine=node.quarantine,
     )

@@ -19,6 +19,7 @@ from polyfabric.services.runtime import JobRuntime, job_out
 __all__ = ["JobService"]
 
 _TERMINAL = {s.value for s in TERMINAL}
+_LOST = ("lost", "evicted")  # attempt statuses of attempts lost with their node
 _JOB_STATES = {s.value for s in WorkflowState} | {"paused"}
 
 
@@ -55,7 +56,8 @@ class JobService:
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             row = self._job(uow, principal, job_id)
             out = job_out(row, uow.jobs.counts(job_id))
-            out["tasks"] = [self.task_out(t) for t in uow.jobs.tasks_of(job_id, limit=task_limit)]
+            out["tasks"] = self._task_outs(uow, uow.jobs.tasks_of(job_id, limit=task_limit))
+            out["lost"] = uow.jobs.lost_total(job_id)
             out["result"] = row["result"]
             out["document"] = row["document"]
         return out
@@ -64,7 +66,7 @@ class JobService:
               limit: int) -> builtins.list[dict[str, Any]]:  # `list` here is the method above
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             self._job(uow, principal, job_id)
-            return [self.task_out(t) for t in uow.jobs.tasks_of(job_id, status=status, after_key=after, limit=limit)]
+            return self._task_outs(uow, uow.jobs.tasks_of(job_id, status=status, after_key=after, limit=limit))
 
     def result(self, principal: Principal, job_id: str) -> dict[str, Any]:
         with self._ctx.store.unit_of_work(readonly=True) as uow:
@@ -95,8 +97,9 @@ class JobService:
             if t is None:
                 raise NotFound(f"no task {task_id!r}")
             self._job(uow, principal, t["job_id"])
-            out = self.task_out(t)
-            out["attempts"] = uow.jobs.attempts_of(task_id)
+            attempts = uow.jobs.attempts_of(task_id)
+            out = self.task_out(t, lost=sum(1 for a in attempts if a["status"] in _LOST))
+            out["attempts"] = attempts
             out["payload"] = t["payload"]
         return out
 
@@ -114,10 +117,16 @@ class JobService:
                 "next": chunks[-1]["seq"] if chunks else after,
                 "done": finished and len(chunks) < limit, "status": t["status"], "attempt": t["attempt"]}
 
-    def task_out(self, t: dict[str, Any]) -> dict[str, Any]:
+    def _task_outs(self, uow: Any, rows: builtins.list[dict[str, Any]]) -> builtins.list[dict[str, Any]]:
+        lost = uow.jobs.lost_counts([t["id"] for t in rows if not t["is_group"]])
+        return [self.task_out(t, lost=lost.get(t["id"], 0)) for t in rows]
+
+    def task_out(self, t: dict[str, Any], lost: int = 0) -> dict[str, Any]:
+        """`lost`: attempts the task lost with their node (Down, quarantined, drained past a
+        deadline), counted apart from `failures`: they use up no retry."""
         return {"id": t["id"], "job_id": t["job_id"], "key": t["key"], "task": t["task"], "index": t["item_index"],
                 "is_group": t["is_group"], "status": t["status"], "attempt": t["attempt"], "failures": t["failures"],
-                "preemptions": t["preemptions"], "node_id": t["node_id"], "priority": t["priority"],
+                "preemptions": t["preemptions"], "lost": lost, "node_id": t["node_id"], "priority": t["priority"],
                 "not_before": t["not_before"], "started_at": t["started_at"], "finished_at": t["finished_at"],
                 "result": t["result"], "error": t["error"], "exit_code": t["exit_code"],
                 "pending_reason": self.runtime.pending_reasons.get(t["id"])}

@@ -7,6 +7,8 @@ table and touch the database only when they change the node's state.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -225,6 +227,7 @@ class NodeService:
         """The failure detector's verdict: silent past the bound. Idempotent."""
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work() as uow:
+            self._ctx.leadership.fence(uow)  # a leader-only write (services/leadership.py)
             node = uow.nodes.get(node_id)
             if node is None or node.state not in (*LIVE_STATES, NodeState.PENDING):
                 if node is not None:
@@ -279,24 +282,86 @@ class NodeService:
 
     # -- operator side ----------------------------------------------------------------------
 
-    def act(self, principal: Principal, ref: str, verb: str, reason: str) -> Node:
-        """cordon / uncordon / suspend / resume / drain / retire / quarantine, by an operator."""
+    def act(self, principal: Principal, ref: str, verb: str, reason: str,
+            deadline_s: float | None = None) -> Node:
+        """cordon / uncordon / suspend / resume / drain / retire / quarantine, by an operator.
+
+        `deadline_s` (drain only): after that many seconds the attempts still on the node are moved
+        to other nodes. Draining a node that is already Draining sets (or replaces) its deadline."""
         target = operator_target(verb)
+        if deadline_s is not None and (verb != "drain" or not math.isfinite(deadline_s) or deadline_s < 0):
+            raise ValidationError("a deadline is a number of seconds >= 0, and only `drain` takes one")
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work() as uow:
+            self._ctx.leadership.fence(uow)  # a leader-only write (services/leadership.py)
             node = self._find(uow, ref)
             authorize(principal, "node.manage", node.domain)
             if node.revoked:
                 raise Conflict(f"node {node.id} was revoked")
+            extra: dict[str, Any] = {"action": verb}
+            if deadline_s is not None:
+                extra["deadline_s"] = deadline_s
+            if verb == "drain" and node.state == NodeState.DRAINING and deadline_s is not None:
+                updated = node.with_changes(drain_deadline=now + deadline_s)
+                uow.nodes.update(updated, expected_version=node.version)
+                uow.audit.append([AuditEntry(
+                    actor=principal.actor, action="node.drain_deadline", subject=f"node:{node.id}",
+                    domain=node.domain, cause=reason or "operator set a drain deadline",
+                    details={"deadline": now + deadline_s, "deadline_s": deadline_s})], now)
+                uow.commit()
+                return updated.with_changes(version=node.version + 1)
             event = transition(node.id, node.state, target, trigger=Trigger.OPERATOR,
                                cause=reason or f"operator {verb}", actor=principal.actor, now=now)
-            node = self._apply(uow, node, event, extra={"action": verb})
+            node = self._apply(uow, node, event, extra=extra,
+                               drain_deadline=now + deadline_s if deadline_s is not None else None)
             uow.commit()
         return node
+
+    # -- the lifecycle controller (quarantine, probation, drain completion) ------------------
+
+    def system_transition(self, node_id: str, target: NodeState, *, expect: Collection[NodeState],
+                          trigger: Trigger, cause: str, actor: str,
+                          extra: dict[str, Any] | None = None) -> Node | None:
+        """A transition the coordinator decides by itself, only if the node is still in one of the
+        `expect`ed states (an operator may have acted since the decision). None: nothing done."""
+        now = self._ctx.clock.now()
+        try:
+            with self._ctx.store.unit_of_work() as uow:
+                self._ctx.leadership.fence(uow)  # a leader-only write (services/leadership.py)
+                node = uow.nodes.get(node_id)
+                if node is None or node.revoked or node.state not in expect:
+                    if node is not None:
+                        self._ctx.liveness.set_state(node_id, node.state)
+                    return None
+                event = transition(node_id, node.state, target, trigger=trigger, cause=cause, actor=actor,
+                                   now=now)
+                node = self._apply(uow, node, event, extra=extra)
+                uow.commit()
+        except Conflict:
+            return None  # changed meanwhile: the next pass decides again on fresh state
+        return node
+
+    def peek(self, node_id: str) -> Node | None:
+        """One node as stored (no authorization: for the controllers)."""
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            return uow.nodes.get(node_id)
+
+    def in_state(self, state: NodeState) -> list[Node]:
+        """Every node in one state (the store's state index; for the controllers)."""
+        out: list[Node] = []
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            after = None
+            while True:
+                batch = uow.nodes.list(state=state.value, after=after, limit=2000)
+                out.extend(batch)
+                if len(batch) < 2000:
+                    return out
+                after = batch[-1].name
 
     def revoke(self, principal: Principal, ref: str, reason: str) -> Node:
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work() as uow:
+            self._ctx.leadership.fence(uow)  # a leader-only write (services/leadership.py)
             node = self._find(uow, ref)
             authorize(principal, "node.manage", node.domain)
             if node.revoked:
@@ -317,9 +382,19 @@ class NodeService:
         return node
 
     def _apply(self, uow: UnitOfWork, node: Node, event: NodeTransition,
-               extra: dict[str, Any] | None = None) -> Node:
+               extra: dict[str, Any] | None = None, drain_deadline: float | None = None) -> Node:
         resume = node.state if event.to_state == NodeState.DOWN else None
-        updated = node.with_changes(state=event.to_state, state_since=event.at, resume_state=resume)
+        changes: dict[str, Any] = {"state": event.to_state, "state_since": event.at, "resume_state": resume}
+        if event.to_state == NodeState.DRAINING and event.from_state != NodeState.DOWN:
+            changes["drain_deadline"] = drain_deadline
+        elif event.to_state not in (NodeState.DRAINING, NodeState.DOWN):
+            changes["drain_deadline"] = None  # a deadline lives as long as the drain (Down included)
+        if event.to_state == NodeState.QUARANTINED:
+            changes["quarantine"] = {"trigger": event.trigger.value, "reason": event.cause, "by": event.actor,
+                                     "at": event.at, "released_at": None, "released_by": None}
+        elif event.from_state == NodeState.QUARANTINED and node.quarantine:
+            changes["quarantine"] = {**node.quarantine, "released_at": event.at, "released_by": event.actor}
+        updated = node.with_changes(**changes)
         uow.nodes.update(updated, expected_version=node.version)
         entry = transition_entry(event, node.domain)
         if extra:

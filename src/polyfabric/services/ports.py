@@ -23,6 +23,8 @@ __all__ = [
     "IdSource",
     "JobRepository",
     "JoinTokenRow",
+    "LeadershipRepository",
+    "LeaseRow",
     "NodeRepository",
     "Signer",
     "Store",
@@ -168,6 +170,8 @@ class JobRepository(Protocol):
     def add_attempts(self, rows: list[dict[str, Any]]) -> None: ...
     def update_attempts(self, rows: list[dict[str, Any]]) -> None: ...
     def attempts_of(self, task_id: str) -> list[dict[str, Any]]: ...
+    def lost_counts(self, task_ids: list[str]) -> dict[str, int]: ...
+    def lost_total(self, job_id: str) -> int: ...
     def add_logs(self, rows: list[dict[str, Any]]) -> None: ...
     def logs(self, task_id: str, *, attempt: int | None, after_seq: int, limit: int) -> list[dict[str, Any]]: ...
     def add_events(self, rows: list[dict[str, Any]]) -> None: ...
@@ -179,6 +183,28 @@ class JobRepository(Protocol):
                    actor: str, now: float) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    """The leader election's lease (table `leadership`, one row)."""
+
+    holder: str
+    epoch: int
+    expires_at: float
+    acquired_at: float
+    renewed_at: float
+    leader_url: str
+
+
+class LeadershipRepository(Protocol):
+    """The lease row (see store.repositories.leadership for the locks each call takes)."""
+
+    def lock(self, idle_timeout_s: float = 0.0) -> LeaseRow: ...
+    def epoch(self, idle_timeout_s: float = 0.0) -> int: ...
+    def renew(self, holder: str, epoch: int, expires_at: float, now: float, leader_url: str) -> bool: ...
+    def take(self, holder: str, seen_epoch: int, expires_at: float, now: float, leader_url: str) -> bool: ...
+    def release(self, holder: str, epoch: int, now: float) -> bool: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the `with` block without `commit()` rolls everything back."""
 
@@ -187,6 +213,7 @@ class UnitOfWork(Protocol):
     nodes: NodeRepository
     audit: AuditRepository
     jobs: JobRepository
+    leadership: LeadershipRepository
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...

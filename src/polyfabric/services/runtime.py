@@ -20,6 +20,7 @@ import heapq
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -123,6 +124,7 @@ class ActiveJob:
     deleted: list[str] = field(default_factory=list)
     job_fields: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    flags: dict[str, Any] | None = None  # the run flags as last staged: unchanged flags are not rewritten
 
 
 @dataclass
@@ -141,10 +143,26 @@ class _Pending:
     assignments: list[Assignment] = field(default_factory=list)
 
 
+JOB_NOTIFY_GAP_S = 0.1
+
+
 class JobRuntime:
     def __init__(self, ctx: ServiceContext, notify: Notifier | None = None, *,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, plan_on_commit: bool = False) -> None:
         self._ctx = ctx
+        # With a scheduler loop running (the coordinator): the committer of a group commit first
+        # runs the scheduling pass that the changes in its batch asked for (new ready tasks, freed
+        # slots), so that a report's results and the placements they allow are made durable in ONE
+        # commit, and leased without waiting for the scheduler thread and a second commit. The
+        # loop still runs on its own wake-ups (interventions, a lost node, start-up) and timer.
+        self.plan_on_commit = plan_on_commit
+        self._plan_due = False  # with plan_on_commit: a change asks the next committer for a pass
+        # Job watchers (the events long-poll) are woken at most every JOB_NOTIFY_GAP_S per job while
+        # it runs (the first change at once, later ones gathered); a finished job at once. Each
+        # wake costs the watcher a read of the job (its counts by status: a scan of its tasks), so
+        # waking on every commit of a 10,000-task job would cost more than running it.
+        self._job_notified: dict[str, float] = {}  # "job:ID" -> time.monotonic() of the last wake
+        self._job_timers: dict[str, threading.Timer] = {}
         self._notify = notify or (lambda _key: None)
         self._lock = threading.RLock()
         self._jobs: dict[str, ActiveJob] = {}
@@ -162,6 +180,9 @@ class JobRuntime:
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
         # them is acknowledged again, and their late log chunks are still stored.
         self._recent_done: dict[tuple[str, int], str] = {}
+        # Called (under the lock: keep it cheap) with (node_id, task_id, attempt, outcome, now) for
+        # every attempt that ends on a node: the lifecycle controller's evidence for quarantine.
+        self.attempt_listeners: list[Callable[[str, str, int, str, float], None]] = []
         self.wake = threading.Event()
         self._cond = threading.Condition(self._lock)
         self._pending = _Pending()
@@ -186,7 +207,8 @@ class JobRuntime:
                 records = [self._record_of(r) for r in rows.values()]
                 flags = RunFlags(**job["flags"])
                 run = WorkflowRun.restore(spec, dict(spec.params), records, flags, expressions=ex)
-                active = ActiveJob(job["id"], job["name"], job["domain"], job["seq"], run, rows, job["status"])
+                active = ActiveJob(job["id"], job["name"], job["domain"], job["seq"], run, rows, job["status"],
+                                   flags=dict(job["flags"]))
                 self._jobs[job["id"]] = active
                 for row in rows.values():
                     self._queue_seq = max(self._queue_seq, row["queue_seq"])
@@ -325,7 +347,8 @@ class JobRuntime:
         spec = parse_workflow(row["document"], row["params"], expressions=ex)
         run = WorkflowRun.restore(spec, dict(spec.params), [self._record_of(r) for r in rows.values()],
                                   RunFlags(**row["flags"]), expressions=ex)
-        job = ActiveJob(row["id"], row["name"], row["domain"], row["seq"], run, rows, row["status"])
+        job = ActiveJob(row["id"], row["name"], row["domain"], row["seq"], run, rows, row["status"],
+                        flags=dict(row["flags"]))
         self._jobs[row["id"]] = job
         self._queue_seq = max([self._queue_seq, *(r["queue_seq"] for r in rows.values())])
         return job
@@ -365,8 +388,13 @@ class JobRuntime:
                 job.deleted.append(row["id"])
                 job.new.discard(key)
                 job.dirty.discard(key)
-        job.job_fields["flags"] = {"started": changes.flags.started, "paused": changes.flags.paused,
-                                   "cancelled": changes.flags.cancelled, "priority": changes.flags.priority}
+        flags = {"started": changes.flags.started, "paused": changes.flags.paused,
+                 "cancelled": changes.flags.cancelled, "priority": changes.flags.priority}
+        if flags != job.flags:
+            # Only when they changed: an UPDATE of the job row rewrites all of it, the workflow
+            # document included (100 kB for a workflow of 1,000 tasks), on every commit.
+            job.flags = flags
+            job.job_fields["flags"] = flags
 
     def _merge_record(self, job: ActiveJob, record: InstanceRecord, now: float) -> None:
         row = job.rows.get(record.key)
@@ -438,7 +466,15 @@ class JobRuntime:
     def _enqueue(self, queued: QueuedTask) -> None:
         self._queue[queued.task_id] = queued
         heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
-        self.wake.set()
+        self._want_pass()
+
+    def _want_pass(self) -> None:
+        """Ask for a scheduling pass: in the next commit (plan_on_commit: every change that asks
+        for one is followed by a commit), else from the scheduler loop."""
+        if self.plan_on_commit:
+            self._plan_due = True
+        else:
+            self.wake.set()
 
     def _assign(self, assignment: Assignment) -> None:
         self._assignments[assignment.task_id] = assignment
@@ -497,6 +533,10 @@ class JobRuntime:
                 if self._committing:
                     self._cond.wait()
                     continue
+                if self._plan_due:
+                    self._plan_due = False
+                    if self._queue:
+                        self._plan_into_batch()
                 batch, self._pending = self._pending, _Pending()
                 work = self._collect(batch)
                 self._committing = True
@@ -522,6 +562,19 @@ class JobRuntime:
                     raise Unavailable(f"the coordinator could not store this change ({error}); try again")
         finally:
             self._lock.release()
+
+    def _plan_into_batch(self) -> None:
+        """The scheduling pass of `schedule_once`, staged into the batch about to be committed
+        (caller holds the lock and is the committer). A failure leaves it to the scheduler loop."""
+        now = self._ctx.clock.now()
+        try:
+            _placed, staged = self._plan(now)
+        except Exception:
+            log.exception("scheduling pass before a commit failed; the scheduler loop will retry")
+            self.wake.set()
+            return
+        if staged is not None:
+            self._stage(now, **staged)
 
     def _collect(self, batch: _Pending) -> dict[str, Any]:
         """Copy what a batch writes out of the live rows (caller holds the lock)."""
@@ -556,6 +609,7 @@ class JobRuntime:
 
     def _write(self, work: dict[str, Any]) -> None:
         with self._ctx.store.unit_of_work() as uow:
+            self._ctx.leadership.fence(uow)  # only the leader's commits land (services/leadership.py)
             for row in work["new_jobs"]:
                 uow.jobs.add_job(row)
             uow.jobs.delete_tasks(work["deleted"])
@@ -574,24 +628,77 @@ class JobRuntime:
         """The batch is durable: hand out its leases, drop finished jobs, wake who waits."""
         for assignment in batch.assignments:
             assignment.committed = True
+        finished = set()
         for job in batch.jobs.values():
-            if job.status in _FINAL_JOB and not (job.dirty or job.new or job.job_fields):
-                self._forget(job.id)
+            if job.status in _FINAL_JOB:
+                finished.add(f"job:{job.id}")
+                if not (job.dirty or job.new or job.job_fields):
+                    self._forget(job.id)
         for key in batch.notify:
+            if key.startswith("job:") and key not in finished:
+                self._notify_job(key)
+            else:
+                self._job_notified.pop(key, None)
+                self._notify(key)
+
+    def _notify_job(self, key: str) -> None:
+        """Wake the watchers of a running job now, or once JOB_NOTIFY_GAP_S has passed since the
+        last wake (caller holds the lock)."""
+        now = time.monotonic()
+        due = self._job_notified.get(key, -1e18) + JOB_NOTIFY_GAP_S
+        if now >= due:
+            self._job_notified[key] = now
             self._notify(key)
+        elif key not in self._job_timers:
+            timer = threading.Timer(due - now, self._notify_job_later, (key,))
+            timer.daemon = True
+            self._job_timers[key] = timer
+            timer.start()
+
+    def _notify_job_later(self, key: str) -> None:
+        with self._lock:
+            self._job_timers.pop(key, None)
+            if key in self._job_notified:  # not woken meanwhile by the job's end
+                self._job_notified[key] = time.monotonic()
+        self._notify(key)
 
     def _reload(self) -> None:
-        """After a failed commit: forget everything in memory and rebuild it from the store."""
-        self._jobs.clear()
-        self._queue.clear()
-        self._heap.clear()
-        self._assignments.clear()
-        self._by_node.clear()
-        self._pending = _Pending()
+        """After a failed commit: forget everything in memory and rebuild it from the store (only
+        while this coordinator leads: a deposed leader keeps nothing)."""
+        self.reset()
+        if not self._ctx.leadership.is_leader():
+            return
         try:
             self.load()
         except Exception:
             log.exception("could not reload the job runtime from the store")
+
+    def reset(self) -> None:
+        """Forget all live state. Changes staged and not yet written are dropped: their callers
+        get Unavailable. (What a coordinator does when it stops leading; `rebuild()` follows when
+        it leads again.)"""
+        with self._lock:
+            while self._committing:
+                self._cond.wait()
+            self._jobs.clear()
+            self._queue.clear()
+            self._heap.clear()
+            self._assignments.clear()
+            self._by_node.clear()
+            self._pending = _Pending()
+            self._failed_upto = max(self._failed_upto, self._ticket)
+            self._recent_done.clear()
+            self.pending_reasons.clear()
+            self._job_seq = 0
+            self._node_cache_at = -1e18
+            self._cond.notify_all()
+
+    def rebuild(self) -> int:
+        """Forget the live state and load it again from the store: what a coordinator does when it
+        becomes the leader (its predecessor's last commits are all in the store by then)."""
+        with self._lock:
+            self.reset()
+            return self.load()
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -684,86 +791,95 @@ class JobRuntime:
         now = self._ctx.clock.now()
         self.wake.clear()
         with self._lock:
-            if not self._queue:
+            placed, staged = self._plan(now)
+            if staged is None:
                 return 0
-            view, free_slots, evicting = self._view(now)
-            wanted = max(free_slots * 2, 64)
-            candidates: list[QueuedTask] = []
-            later: list[tuple[int, int, str]] = []
-            seen: set[str] = set()
-            while self._heap and len(candidates) < wanted:
-                entry = heapq.heappop(self._heap)
-                queued = self._queue.get(entry[2])
-                if queued is None or entry[2] in seen or (-entry[0], entry[1]) != (queued.priority, queued.queue_seq):
-                    continue  # stale heap entry
-                seen.add(entry[2])
-                job = self._jobs.get(queued.job_id)
-                # A task whose victims are still stopping waits for them: planning it again would
-                # evict more victims for it on every pass until the first ones report.
-                if queued.not_before > now or job is None or job.status == "paused" or queued.task_id in evicting:
-                    later.append(entry)
-                    continue
-                candidates.append(queued)
-                later.append(entry)
-            for entry in later:
-                heapq.heappush(self._heap, entry)
-            if not candidates:
-                return 0
-            requests = [TaskRequest(q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
-                                    excluded_nodes=frozenset(q.excluded)) for q in candidates]
-            plan = schedule(view, requests, self._profile, self._rng)
-            for unplaced in plan.unplaced:
-                self.pending_reasons[unplaced.task_id] = unplaced.describe()
-            if not plan.placements and not plan.preemptions:
-                return 0
-            touched: dict[str, ActiveJob] = {}
-            attempts: list[dict[str, Any]] = []
-            audit: list[AuditEntry] = []
-            placed_nodes: set[str] = set()
-            new_assignments: list[Assignment] = []
-            for placement in plan.placements:
-                queued = self._queue.pop(placement.task_id)
-                job = self._jobs[queued.job_id]
-                row = job.rows[queued.key]
-                assignment = Assignment(queued.task_id, job.id, queued.key, queued.attempt, placement.node_id,
-                                        queued.resources, queued.priority, queued.semaphore, job.domain,
-                                        committed=False)
-                self._assign(assignment)
-                new_assignments.append(assignment)
-                row.update(status=S.LEASED.value, node_id=placement.node_id)
-                job.dirty.add(queued.key)
-                job.events.append({"job_id": job.id, "task_id": row["id"], "key": row["key"],
-                                   "status": S.LEASED.value, "attempt": queued.attempt,
-                                   "node_id": placement.node_id, "at": now})
-                attempts.append({"task_id": row["id"], "attempt": queued.attempt, "node_id": placement.node_id,
-                                 "status": S.LEASED.value, "leased_at": now, "started_at": None,
-                                 "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
-                self.pending_reasons.pop(queued.task_id, None)
-                touched[job.id] = job
-                placed_nodes.add(placement.node_id)
-            for preemption in plan.preemptions:
-                victim = self._assignments.get(preemption.victim_task_id)
-                if victim is None or victim.cancel_reason is not None:
-                    continue
-                victim.cancel_reason = preemption.reason  # "preempted for task t-… (priority 10 > 0): …"
-                victim.preempted_by = preemption.for_task_id
-                placed_nodes.add(victim.node_id)
-                audit.append(AuditEntry(actor="system:scheduler", action="task.preempted",
-                                        subject=f"task:{victim.task_id}", domain=victim.domain,
-                                        cause=f"for higher-priority task {preemption.for_task_id}",
-                                        details={"node": victim.node_id, "job": victim.job_id, "key": victim.key,
-                                                 "attempt": victim.attempt, "for_task": preemption.for_task_id,
-                                                 "reason": preemption.reason}))
-            jobs = list(touched.values())
-            for job in jobs:
-                count = sum(1 for p in plan.placements if self._assignments[p.task_id].job_id == job.id)
-                audit.append(AuditEntry(actor="system:scheduler", action="job.placed", subject=f"job:{job.id}",
-                                        domain=job.domain, cause="scheduling pass",
-                                        details={"placed": count}))
-            ticket = self._stage(now, jobs=jobs, audit=audit, attempts_new=attempts,
-                                 notify={f"node:{n}" for n in placed_nodes}, assignments=new_assignments)
+            ticket = self._stage(now, **staged)
         self._await(ticket)
-        return len(plan.placements)
+        return placed
+
+    def _plan(self, now: float) -> tuple[int, dict[str, Any] | None]:
+        """One scheduling pass on memory (caller holds the lock): the placements made, and what to
+        stage for them and for the preemptions it started (None: nothing changed)."""
+        if not self._queue:
+            return 0, None
+        view, free_slots, evicting = self._view(now)
+        wanted = max(free_slots * 2, 64)
+        candidates: list[QueuedTask] = []
+        later: list[tuple[int, int, str]] = []
+        seen: set[str] = set()
+        while self._heap and len(candidates) < wanted:
+            entry = heapq.heappop(self._heap)
+            queued = self._queue.get(entry[2])
+            if queued is None or entry[2] in seen or (-entry[0], entry[1]) != (queued.priority, queued.queue_seq):
+                continue  # stale heap entry
+            seen.add(entry[2])
+            job = self._jobs.get(queued.job_id)
+            # A task whose victims are still stopping waits for them: planning it again would
+            # evict more victims for it on every pass until the first ones report.
+            if queued.not_before > now or job is None or job.status == "paused" or queued.task_id in evicting:
+                later.append(entry)
+                continue
+            candidates.append(queued)
+            later.append(entry)
+        for entry in later:
+            heapq.heappush(self._heap, entry)
+        if not candidates:
+            return 0, None
+        requests = [TaskRequest(q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
+                                excluded_nodes=frozenset(q.excluded)) for q in candidates]
+        plan = schedule(view, requests, self._profile, self._rng)
+        for unplaced in plan.unplaced:
+            self.pending_reasons[unplaced.task_id] = unplaced.describe()
+        if not plan.placements and not plan.preemptions:
+            return 0, None
+        touched: dict[str, ActiveJob] = {}
+        attempts: list[dict[str, Any]] = []
+        audit: list[AuditEntry] = []
+        placed_nodes: set[str] = set()
+        new_assignments: list[Assignment] = []
+        for placement in plan.placements:
+            queued = self._queue.pop(placement.task_id)
+            job = self._jobs[queued.job_id]
+            row = job.rows[queued.key]
+            assignment = Assignment(queued.task_id, job.id, queued.key, queued.attempt, placement.node_id,
+                                    queued.resources, queued.priority, queued.semaphore, job.domain,
+                                    committed=False)
+            self._assign(assignment)
+            new_assignments.append(assignment)
+            row.update(status=S.LEASED.value, node_id=placement.node_id)
+            job.dirty.add(queued.key)
+            job.events.append({"job_id": job.id, "task_id": row["id"], "key": row["key"],
+                               "status": S.LEASED.value, "attempt": queued.attempt,
+                               "node_id": placement.node_id, "at": now})
+            attempts.append({"task_id": row["id"], "attempt": queued.attempt, "node_id": placement.node_id,
+                             "status": S.LEASED.value, "leased_at": now, "started_at": None,
+                             "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
+            self.pending_reasons.pop(queued.task_id, None)
+            touched[job.id] = job
+            placed_nodes.add(placement.node_id)
+        for preemption in plan.preemptions:
+            victim = self._assignments.get(preemption.victim_task_id)
+            if victim is None or victim.cancel_reason is not None:
+                continue
+            victim.cancel_reason = preemption.reason  # "preempted for task t-… (priority 10 > 0): …"
+            victim.preempted_by = preemption.for_task_id
+            placed_nodes.add(victim.node_id)
+            audit.append(AuditEntry(actor="system:scheduler", action="task.preempted",
+                                    subject=f"task:{victim.task_id}", domain=victim.domain,
+                                    cause=f"for higher-priority task {preemption.for_task_id}",
+                                    details={"node": victim.node_id, "job": victim.job_id, "key": victim.key,
+                                             "attempt": victim.attempt, "for_task": preemption.for_task_id,
+                                             "reason": preemption.reason}))
+        jobs = list(touched.values())
+        for job in jobs:
+            count = sum(1 for p in plan.placements if self._assignments[p.task_id].job_id == job.id)
+            audit.append(AuditEntry(actor="system:scheduler", action="job.placed", subject=f"job:{job.id}",
+                                    domain=job.domain, cause="scheduling pass",
+                                    details={"placed": count}))
+        return len(plan.placements), {"jobs": jobs, "audit": audit, "attempts_new": attempts,
+                                      "notify": {f"node:{n}" for n in placed_nodes},
+                                      "assignments": new_assignments}
 
     # -- the agent side ---------------------------------------------------------------------
 
@@ -795,6 +911,7 @@ class JobRuntime:
         now = self._ctx.clock.now()
         refused: list[dict[str, Any]] = []
         accepted = 0
+        ended = False
         with self._lock:
             touched: dict[str, ActiveJob] = {}
             attempts: list[dict[str, Any]] = []
@@ -803,6 +920,7 @@ class JobRuntime:
                 problem = self._on_report(node_id, event, now, touched, attempts)
                 if problem is None:
                     accepted += 1
+                    ended = ended or event.get("type") != "started"
                     continue
                 if problem == "":
                     accepted += 1  # a repeat of something already accepted: idempotent
@@ -820,6 +938,8 @@ class JobRuntime:
                                      "stream": chunk["stream"], "offset": chunk["offset"], "data": chunk["data"]})
             jobs = list(touched.values())
             ticket = 0
+            if ended:
+                self._want_pass()  # slots were freed: plan them (with plan_on_commit: in this commit)
             if jobs or attempts or audit or log_rows:
                 ticket = self._stage(now, jobs=jobs, audit=audit, attempts_update=attempts, logs=log_rows,
                                      notify={f"task:{r['task_id']}" for r in log_rows} | {
@@ -894,6 +1014,8 @@ class JobRuntime:
                          "finished_at": at, "exit_code": exit_code,
                          "error": event.get("error") or event.get("reason") or a.cancel_reason,
                          "preempted_by": a.preempted_by})
+        for listener in self.attempt_listeners:
+            listener(node_id, a.task_id, a.attempt, outcome, now)
         job.dirty.add(a.key)
         self._apply(job, commands, now)
         if kind == "rejected":
@@ -902,8 +1024,11 @@ class JobRuntime:
                 queued.excluded.add(node_id)
         return None
 
-    def node_lost(self, node_id: str, reason: str) -> int:
-        """A node went Down: its attempts are lost. Requeue them without counting a failure."""
+    def node_lost(self, node_id: str, reason: str, *, status: str = "lost", actor: str = "system:health",
+                  action: str = "task.lost") -> int:
+        """A node went Down: its attempts are lost. Requeue them without counting a failure.
+        Also how attempts leave a node that is quarantined or whose drain deadline passed (status
+        "evicted"): the node may still run them, but its reports of them are fenced from now on."""
         now = self._ctx.clock.now()
         with self._lock:
             lost = list(self._by_node.get(node_id, {}).values())
@@ -917,7 +1042,7 @@ class JobRuntime:
                 if job is None:
                     continue
                 touched[job.id] = job
-                attempts.append({"task_id": a.task_id, "attempt": a.attempt, "status": "lost",
+                attempts.append({"task_id": a.task_id, "attempt": a.attempt, "status": status,
                                  "started_at": job.rows[a.key]["started_at"], "finished_at": now, "exit_code": None,
                                  "error": reason, "preempted_by": None})
                 if a.cancel_reason is not None and a.preempted_by is None:
@@ -927,13 +1052,18 @@ class JobRuntime:
                 job.dirty.add(a.key)
                 self._apply(job, commands, now)
             ticket = self._stage(now, jobs=list(touched.values()), attempts_update=attempts, audit=[AuditEntry(
-                actor="system:health", action="task.lost", subject=f"node:{node_id}", cause=reason,
+                actor=actor, action=action, subject=f"node:{node_id}", cause=reason,
                 details={"attempts": [{"task": a.task_id, "attempt": a.attempt} for a in lost]})])
         self._await(ticket)
         self.wake.set()
         return len(lost)
 
     # -- reads ------------------------------------------------------------------------------
+
+    def attempts_on(self, node_id: str) -> int:
+        """How many attempts a node holds (leased or running)."""
+        with self._lock:
+            return len(self._by_node.get(node_id, ()))
 
     def job_summary(self, job_id: str) -> dict[str, Any]:
         with self._ctx.store.unit_of_work(readonly=True) as uow:

@@ -12,6 +12,7 @@ __all__ = [
     "api_tokens",
     "job_events",
     "jobs",
+    "leadership",
     "limits",
     "semaphores",
     "task_attempts",
@@ -99,6 +100,8 @@ nodes = sa.Table(
     sa.Column("down_times", sa.JSON, nullable=False),
     sa.Column("agent_version", sa.String(32), nullable=False, default=""),
     sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("drain_deadline", sa.Float, nullable=True),  # `node drain --deadline`: attempts move after it
+    sa.Column("quarantine", sa.JSON, nullable=True),  # the current (or last) quarantine: trigger, reason, times
 )
 
 audit_records = sa.Table(
@@ -253,4 +256,18 @@ limits = sa.Table(
     sa.Column("per_node", sa.Integer, nullable=True),
     sa.Column("updated_by", sa.String(200), nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# -- which coordinator leads (PostgreSQL with several coordinators; see services/leadership.py) ---
+
+leadership = sa.Table(
+    "leadership",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1: one lease row
+    sa.Column("holder", sa.String(200), nullable=False),  # the leader's key id ("" before the first)
+    sa.Column("epoch", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),  # fencing token
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("acquired_at", sa.Float, nullable=False),
+    sa.Column("renewed_at", sa.Float, nullable=False),
+    sa.Column("leader_url", sa.String(500), nullable=False),  # the leader's --advertise URL
 )

@@ -18,6 +18,7 @@ from polyfabric.store.engine import create_engine, is_sqlite
 from polyfabric.store.repositories.audit import SqlAuditRepository
 from polyfabric.store.repositories.domains import SqlDomainRepository
 from polyfabric.store.repositories.jobs import SqlJobRepository
+from polyfabric.store.repositories.leadership import SqlLeadershipRepository
 from polyfabric.store.repositories.nodes import SqlNodeRepository
 from polyfabric.store.repositories.tokens import SqlTokenRepository
 
@@ -59,6 +60,7 @@ class SqlUnitOfWork:
         self.nodes = SqlNodeRepository(conn)
         self.audit = SqlAuditRepository(conn)
         self.jobs = SqlJobRepository(conn)
+        self.leadership = SqlLeadershipRepository(conn)
         return self
 
     def commit(self) -> None:

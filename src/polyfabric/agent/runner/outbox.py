@@ -43,11 +43,14 @@ class Outbox:
         self._max_log_bytes = max_pending_log_bytes
         self._dropping = False
         self._wakes = 0
+        self._final = 0  # final events (finished, cancelled, rejected) pending
         self.dropped_log_bytes = 0
 
     def add_event(self, event: dict[str, Any]) -> None:
         with self._cond:
             self._items.append((True, event))
+            if event.get("type") in TERMINAL_EVENTS:
+                self._final += 1
             self._cond.notify_all()
 
     def add_log(self, chunk: dict[str, Any]) -> None:
@@ -75,6 +78,15 @@ class Outbox:
             wakes = self._wakes
             return self._cond.wait_for(lambda: bool(self._items) or self._wakes != wakes, timeout) \
                 and bool(self._items)
+
+    def wait_final(self, timeout: float) -> bool:
+        """Wait up to `timeout` until a final event is pending (True at once if one is): what the
+        coordinator waits for to go on (a freed slot, the next task of a chain) is not held back to
+        gather a batch; `started` events and log chunks are."""
+        with self._cond:
+            wakes = self._wakes
+            return self._cond.wait_for(lambda: self._final > 0 or self._wakes != wakes, timeout) \
+                and self._final > 0
 
     def wait_empty(self, timeout: float | None) -> bool:
         with self._cond:
@@ -111,4 +123,6 @@ class Outbox:
                 is_event, item = self._items.popleft()
                 if not is_event:
                     self._log_bytes -= len(item["data"])
+                elif item.get("type") in TERMINAL_EVENTS:
+                    self._final -= 1
             self._cond.notify_all()

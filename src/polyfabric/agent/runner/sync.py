@@ -10,8 +10,10 @@ nothing new (the reports are on their way) makes the poller wait a little (10 ms
 tries again; running attempts are not affected.
 
 `Reporter` sends the outbox to `POST /v1/agent/report` as soon as something is in it, waiting
-`batch_delay_s` (5 ms) so a burst travels in one call, at most `max_items` (1,000) items per
-call. Items leave the outbox only when an answer covers them; a failed call is retried (backoff
+`batch_delay_s` (5 ms) so a burst travels in one call; a final event (finished, cancelled,
+rejected) that follows a quiet spell is not held back (the coordinator waits for it to go on: the
+next task of a chain), while a stream of them is still sent one call per `batch_delay_s`. At
+most `max_items` (1,000) items per call. Items leave the outbox only when an answer covers them; a failed call is retried (backoff
 at most 2 s), so what the runner reported survives a lost answer, a coordinator restart or an
 error on this side (at-least-once; the coordinator is idempotent). A batch the coordinator calls
 malformed (400/413/422) is split in halves until the bad item stands alone, and that one is
@@ -162,7 +164,7 @@ class Reporter:
                 self._stop.wait(backoff(self.failures, self.backoff_base_s))
 
     def _loop(self) -> None:
-        last_call = time.monotonic()
+        last_call = last_end = time.monotonic()
         while not self._stop.is_set():
             idle_left = max(0.05, self.idle_report_s - (time.monotonic() - last_call))
             if not self.outbox.wait(min(idle_left, 1.0)):
@@ -172,12 +174,19 @@ class Reporter:
                     last_call = time.monotonic()
                     continue
             elif self.batch_delay_s and len(self.outbox) < self._limit:
-                time.sleep(self.batch_delay_s)  # let a burst gather into one call
+                # Let a burst gather into one call. A final event is sent at once, unless the last
+                # call ended less than batch_delay_s ago: when reports stream, they are batched; a
+                # lone one is not held back.
+                if time.monotonic() - last_end < self.batch_delay_s:
+                    time.sleep(self.batch_delay_s)
+                else:
+                    self.outbox.wait_final(self.batch_delay_s)
             if self._stop.is_set():
                 break
             batch = self.outbox.peek(self._limit, self.max_log_bytes)
             last_call = time.monotonic()
             verdict = self.send(batch)
+            last_end = time.monotonic()
             if verdict == "ok":
                 self.failures = 0
             elif verdict == "failed":

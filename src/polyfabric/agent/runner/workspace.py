@@ -48,11 +48,15 @@ class Workspace:
     def create(cls, root: Path, task_id: str, attempt: int) -> Workspace:
         """A fresh, empty workspace (one left over from an earlier run of the same attempt is replaced)."""
         path = root / f"{task_id}-{attempt}"
-        if path.exists():
+        try:
+            os.mkdir(path, 0o700)  # the common case, in one call: the root exists, the workspace not
+        except FileExistsError:
             remove_tree(path)
-        path.mkdir(mode=0o700, parents=True)
+            os.mkdir(path, 0o700)
+        except FileNotFoundError:
+            path.mkdir(mode=0o700, parents=True)
         os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask
-        (path / "tmp").mkdir(mode=0o700)
+        os.mkdir(path / "tmp", 0o700)
         return cls(path)
 
     def remove(self, pgid: int | None = None) -> None:
@@ -92,8 +96,17 @@ def remove_tree(path: Path) -> None:
         except OSError as exc:
             log.warning("cannot remove %s: %s", failed, exc)
 
-    if not path.exists():
+    # Most workspaces (function tasks, tidy commands) hold nothing but the empty tmp/: two
+    # rmdir calls instead of a tree walk. Anything else is left to rmtree.
+    with contextlib.suppress(OSError):
+        os.rmdir(path / "tmp")
+    try:
+        os.rmdir(path)
         return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
     try:
         shutil.rmtree(path, onerror=on_error)
     except OSError as exc:

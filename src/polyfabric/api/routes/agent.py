@@ -111,6 +111,8 @@ async def lease(request: Request, call: SignedCall = Depends(signed_call)) -> di
     known = None if payload.known is None else {(k.task_id, k.attempt) for k in payload.known}
     deadline = time.monotonic() + min(payload.wait_s, 30.0)
     while True:
+        if not services.ctx.leadership.serving():  # stopped leading during the long-poll
+            raise services.ctx.leadership.not_leader()
         seen = notifier.version(key)
         leases, cancels = services.runtime.leases_for(call.node_id, known)
         remaining = deadline - time.monotonic()
@@ -124,9 +126,8 @@ async def report(request: Request, call: SignedCall = Depends(signed_call)) -> d
     """What happened on this node: started, finished, cancelled, rejected attempts and log chunks."""
     services = request.app.state.services
     payload: ReportIn = _parse(ReportIn, call.body)
-    answer = await run_in_threadpool(
+    # The runtime wakes the scheduler itself when a report frees slots (before its commit, so that
+    # the placements they allow go into the same commit).
+    return await run_in_threadpool(
         services.runtime.report, call.node_id, [e.model_dump() for e in payload.events],
         [c.model_dump() for c in payload.logs], [r.model_dump() for r in payload.running])
-    if answer["accepted"]:
-        services.runtime.wake.set()
-    return answer

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from polyfabric import __version__
 from polyfabric.api.auth import principal
@@ -16,8 +16,10 @@ router = APIRouter()
 
 
 @router.get("/healthz", tags=["meta"], summary="Is the coordinator serving? (no authentication)")
-async def healthz() -> dict[str, Any]:
-    return {"ok": True, "version": __version__}
+async def healthz(request: Request) -> dict[str, Any]:
+    """`role`: leader, promoting (elected, rebuilding its state) or follower; `leader`: the
+    leader's advertised URL when known; `epoch`: the leadership epoch."""
+    return {"ok": True, "version": __version__, **request.app.state.services.ctx.leadership.status()}
 
 
 @router.get("/v1/whoami", tags=["meta"])

@@ -59,5 +59,6 @@ def node_action(ref: str, verb: str, request: Request, body: NodeAction | None =
     if verb not in _VERBS:
         raise ValidationError(f"unknown node action {verb!r}; actions: {', '.join(_VERBS)}, revoke")
     services = request.app.state.services
-    node = services.nodes.act(caller, ref, verb, body.reason if body else "")
+    node = services.nodes.act(caller, ref, verb, body.reason if body else "",
+                              deadline_s=body.deadline_s if body else None)
     return node_out(node, services.ctx.clock.now())

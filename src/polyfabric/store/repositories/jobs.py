@@ -6,6 +6,7 @@ or per agent report, never one per task.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -17,6 +18,7 @@ from polyfabric.store.tables import job_events, jobs, limits, semaphores, task_a
 __all__ = ["SqlJobRepository"]
 
 ACTIVE_JOB_STATES = ("pending", "running", "paused")
+LOST_ATTEMPT_STATES = ("lost", "evicted")
 
 
 def _json_columns(table: sa.Table) -> frozenset[str]:
@@ -46,6 +48,13 @@ def _raw_many(conn: Connection, sql_of: Any, table: sa.Table, rows: list[dict[st
     conn.exec_driver_sql(sql_of(param), rows)  # type: ignore[arg-type]
 
 
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses and json takes (integers past 64 bits)
+        return json.loads(text)
+
+
 def _q(column: str) -> str:
     """Quote a column name (`key` and `offset` are reserved words somewhere)."""
     return f'"{column}"'
@@ -67,8 +76,16 @@ class SqlJobRepository:
         self._conn.execute(jobs.update().where(jobs.c.id == job_id).values(**fields))
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        row = self._conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
-        return dict(row) if row else None
+        # Every events long-poll reads the job row; its document is the whole workflow (100 kB and
+        # more for thousands of tasks): read as text and decoded with orjson, several times faster.
+        columns = [c for c in jobs.c if c.name != "document"]
+        query = sa.select(*columns, sa.cast(jobs.c.document, sa.Text).label("document")).where(jobs.c.id == job_id)
+        row = self._conn.execute(query).mappings().first()
+        if row is None:
+            return None
+        out = dict(row)
+        out["document"] = _loads(out["document"]) if out["document"] is not None else None
+        return out
 
     def list_jobs(self, *, status: str | None = None, domains: tuple[str, ...] | None = None,
                   domain: str | None = None, before_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
@@ -155,6 +172,26 @@ class SqlJobRepository:
     def attempts_of(self, task_id: str) -> list[dict[str, Any]]:
         query = sa.select(task_attempts).where(task_attempts.c.task_id == task_id).order_by(task_attempts.c.attempt)
         return [dict(r) for r in self._conn.execute(query).mappings()]
+
+    def lost_counts(self, task_ids: list[str]) -> dict[str, int]:
+        """Per task, the attempts it lost with their node (Down: "lost"; quarantined or drained past
+        its deadline: "evicted"); tasks with none are left out. Read by the primary key's prefix."""
+        out: dict[str, int] = {}
+        for start in range(0, len(task_ids), 1000):
+            chunk = task_ids[start:start + 1000]
+            query = (sa.select(task_attempts.c.task_id, sa.func.count())
+                     .where(task_attempts.c.task_id.in_(chunk))
+                     .where(task_attempts.c.status.in_(LOST_ATTEMPT_STATES))
+                     .group_by(task_attempts.c.task_id))
+            out.update((task_id, int(n)) for task_id, n in self._conn.execute(query))
+        return out
+
+    def lost_total(self, job_id: str) -> int:
+        """Every attempt of the job's tasks lost with its node."""
+        joined = task_attempts.join(tasks, tasks.c.id == task_attempts.c.task_id)
+        query = (sa.select(sa.func.count()).select_from(joined)
+                 .where(tasks.c.job_id == job_id).where(task_attempts.c.status.in_(LOST_ATTEMPT_STATES)))
+        return int(self._conn.execute(query).scalar_one())
 
     # -- logs and events --------------------------------------------------------------------
 

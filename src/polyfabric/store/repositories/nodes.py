@@ -37,6 +37,8 @@ def _node(row: sa.RowMapping) -> Node:
         conditions=list(row["conditions"]),
         agent_version=row["agent_version"],
         version=row["version"],
+        drain_deadline=row["drain_deadline"],
+        quarantine=dict(row["quarantine"]) if row["quarantine"] else None,
     )
 
 
@@ -58,6 +60,8 @@ def _values(node: Node) -> dict[str, Any]:
         "health": node.health,
         "conditions": node.conditions,
         "agent_version": node.agent_version,
+        "drain_deadline": node.drain_deadline,
+        "quarantine": node.quarantine,
     }
 
 
