@@ -99,6 +99,9 @@ def make_parser(argv: list[str] | None = None, *, prog: str = "python -m benchma
     parser.add_argument("--profile", default=None, metavar="PATH",
                         help="record the coordinator with py-spy during the window (PATH.svg flamegraph, "
                              ".json speedscope, .txt collapsed stacks); needs py-spy installed")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="nice value for the coordinator and the generators, e.g. -10 on a machine shared "
+                             "with other work (needs root or CAP_SYS_NICE; default 0: unchanged)")
     parser.add_argument("--quiet-wait", type=float, default=300.0,
                         help="before each run, wait up to this many seconds for other processes on the machine "
                              "to use < 25%% CPU (default 300; 0: do not wait)")
@@ -117,8 +120,8 @@ def configs(args: argparse.Namespace, **extra: Any) -> list[LoadConfig]:
     return [LoadConfig(nodes=int(n), duration=args.duration, db=args.db, generators=args.generators,
                        timeout=args.timeout, startup_concurrency=args.startup_concurrency,
                        coordinator_cpus=_cpus(args.coordinator_cpus), generator_cpus=_cpus(args.generator_cpus),
-                       keep=args.keep, startup=args.startup, pythonpath=args.pythonpath, quiet_wait=args.quiet_wait,
-                       profile=args.profile, **extra)
+                       keep=args.keep, nice=args.nice, startup=args.startup, pythonpath=args.pythonpath,
+                       quiet_wait=args.quiet_wait, profile=args.profile, **extra)
             for n in args.nodes.split(",") if n.strip()]
 
 

@@ -195,11 +195,12 @@ class TreeSampler:
 class Profiler:
     """py-spy recording a process while the workload runs (collapsed stacks, for reading)."""
 
-    def __init__(self, pid: int, path: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, path: Path, rate: int = 100, gil: bool = False) -> None:
         exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
         self.path = path
         self.proc = subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw",
-                                      "--threads", "--output", str(path), "--nonblocking"],
+                                      "--threads", "--output", str(path), "--nonblocking",
+                                      *(["--gil"] if gil else [])],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
@@ -304,9 +305,11 @@ def run_once(workload: str, size: int, args: argparse.Namespace) -> dict[str, An
             prof_dir = Path(args.profile)
             prof_dir.mkdir(parents=True, exist_ok=True)
             stamp = time.strftime("%H%M%S")
-            profilers.append(Profiler(coordinator.pid, prof_dir / f"{workload}-{stamp}-coordinator.txt"))
+            profilers.append(Profiler(coordinator.pid, prof_dir / f"{workload}-{stamp}-coordinator.txt",
+                                      gil=args.profile_gil))
             if args.profile_agent:
-                profilers.append(Profiler(agents[0].pid, prof_dir / f"{workload}-{stamp}-agent0.txt"))
+                profilers.append(Profiler(agents[0].pid, prof_dir / f"{workload}-{stamp}-agent0.txt",
+                                          gil=args.profile_gil))
             time.sleep(0.5)  # let py-spy attach
         out["load_before"] = os.getloadavg()[0]
         cpu0 = sampler.cpu()
@@ -401,6 +404,8 @@ def make_parser() -> argparse.ArgumentParser:
                         help="record the coordinator with py-spy during each workload (collapsed stacks in DIR); "
                              "needs py-spy")
     parser.add_argument("--profile-agent", action="store_true", help="with --profile: record the first agent too")
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: only samples of the thread holding the GIL (where the CPU goes)")
     parser.add_argument("--keep", action="store_true", help="keep each run's data dir and logs")
     return parser
 

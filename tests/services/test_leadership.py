@@ -233,8 +233,10 @@ def test_a_leader_whose_lease_ran_out_by_its_clock_writes_nothing_even_before_an
         with pytest.raises(Unavailable, match="not the leader"):
             a.services.runtime.submit(ADMIN, DOC, {}, "lab")
         assert job_count(store) == 0
-        assert a.leadership.tick() == "promoting"  # nobody took over: it renews, same epoch
-        assert a.leadership.epoch == 1
+        # Nobody took over: it leads again, but as a new epoch (an epoch never comes back once it
+        # lapsed here, so the role keeper always rebuilds after a gap).
+        assert a.leadership.tick() == "promoting"
+        assert a.leadership.epoch == 2
     finally:
         a.services.ctx.store.close()
 
@@ -288,6 +290,19 @@ def test_the_role_keeper_promotes_once_per_epoch_and_demotes_when_the_lease_is_l
     elector.run_once()  # b is gone too: a leads again, with a new epoch, and is promoted again
     keeper.run_once()
     assert calls == [1, "demote", 3]
+
+
+def test_a_lease_that_lapsed_only_by_the_leaders_clock_comes_back_as_a_new_epoch_and_a_new_promotion(store):
+    clock = FakeClock()
+    a = coordinator(store, "a", clock)
+    calls: list[object] = []
+    keeper = RoleKeeper(a, promote=lambda epoch: calls.append(epoch), demote=lambda: calls.append("demote"))
+    a.tick()
+    keeper.run_once()
+    clock.advance(TTL - a.margin + 0.01)  # the store was slow: no renewal in time; nobody else is there
+    assert a.tick() == "promoting" and a.epoch == 2  # taken again, not renewed: the gap is visible
+    keeper.run_once()  # even though the keeper did not look during the gap, it rebuilds
+    assert calls == [1, "demote", 2]
 
 
 def test_a_failed_promotion_is_retried_on_the_next_pass(store):

@@ -8,6 +8,7 @@ runs a detector pass and a lifecycle pass, as the real loops do.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +256,11 @@ def test_a_node_that_fails_tasks_others_run_fine_is_quarantined_its_work_moved_a
     record = world.transitions(bad)[-1]
     assert record.actor == "system:lifecycle"
     assert record.details == {"from": "active", "to": "quarantined", "trigger": "policy", "rule": "failures"}
-    assert record.cause.startswith("failing tasks: 3 attempts failed here within 600s and then succeeded on other "
-                                   "nodes (3 of 3 attempts here failed; threshold 3 and 50%): t-")
+    # (The scheduler may place a retry on the bad node again: each failure there counts.)
+    match = re.fullmatch(r"failing tasks: (\d+) attempts failed here within 600s and then succeeded on other "
+                         r"nodes \((\d+) of (\d+) attempts here failed; threshold 3 and 50%\): (t-\w+(, )?)+",
+                         record.cause)
+    assert match and int(match[1]) >= 3 and match[2] == match[3], record.cause
     assert world.node(bad.node_id).quarantine == {
         "trigger": "policy", "reason": record.cause, "by": "system:lifecycle",
         "at": world.node(bad.node_id).state_since, "released_at": None, "released_by": None}
@@ -506,3 +510,8 @@ def test_node_losses_are_counted_per_task_and_per_job_apart_from_failures(world:
     assert detail["lost"] == 3
     assert all(t["lost"] == 1 for t in detail["tasks"] if not t["is_group"])
     assert world.task(job, "w[0]")["lost"] == 1
+
+
+def test_a_controller_for_a_new_term_as_leader_takes_the_runtimes_feed_over(world: World) -> None:
+    successor = NodeLifecycleController(world.services.ctx, world.services.nodes, world.runtime, POLICY)
+    assert world.runtime.attempt_listeners == [successor._on_attempt]

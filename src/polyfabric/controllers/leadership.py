@@ -27,14 +27,13 @@ class LeaderElector:
 
     def __init__(self, leadership: Leadership) -> None:
         self._leadership = leadership
-
-    @property
-    def period(self) -> float:
-        lead = self._leadership
-        return lead.renew_every if lead.is_leader() else lead.poll_every
+        self.period = leadership.poll_every
 
     def run_once(self) -> str:
-        return self._leadership.tick()
+        role = self._leadership.tick()
+        lead = self._leadership
+        self.period = lead.renew_every if lead.is_leader() else lead.poll_every
+        return role
 
 
 class RoleKeeper:

@@ -84,6 +84,10 @@ class NodeLifecycleController:
         self._healthy_since: dict[str, float] = {}
         self._cutoff: dict[str, float] = {}  # node -> its last release from quarantine (evidence before is forgiven)
         self._last_state: dict[str, NodeState] = {}
+        # One feed per runtime: a controller built for a new term as leader takes it over.
+        runtime.attempt_listeners[:] = [
+            listener for listener in runtime.attempt_listeners
+            if not isinstance(getattr(listener, "__self__", None), NodeLifecycleController)]
         runtime.attempt_listeners.append(self._on_attempt)
 
     def _on_attempt(self, node_id: str, task_id: str, attempt: int, outcome: str, at: float) -> None:

@@ -68,6 +68,7 @@ class Leadership:
         self._ready_epoch: int | None = 0 if solo else None  # promotion done for this epoch
         self._leader_url: str | None = self.url if solo else None
         self._leader_until = math.inf if solo else -math.inf
+        self._generation = 0  # +1 whenever an epoch is taken or dropped here
         self.seen_epoch = 0  # the newest epoch seen in the store
         self.failures = 0  # election passes in a row that could not reach the store
 
@@ -128,29 +129,43 @@ class Leadership:
     def fence(self, uow: UnitOfWork) -> None:
         """First thing in a transaction that writes leader-only state: go on only if this
         coordinator still leads, by its clock and by the epoch in the store (read FOR SHARE, so
-        no takeover can commit before this transaction ends)."""
+        no takeover can commit before this transaction ends). A refusal ends this epoch here for
+        good: leading again takes a new one (and a new promotion)."""
         if self.solo:
             return
         mine = self._epoch
         if mine is None or not self.is_leader():
+            if mine is not None:
+                self._lose(mine, "its lease ran out by its own clock")
             raise self.not_leader("this write")
         current = uow.leadership.epoch(self.idle_timeout)
         if current != mine:
-            self._lose(f"the store holds epoch {current}, ours was {mine}")
+            self._lose(mine, f"the store holds epoch {current}, ours was {mine}")
             raise self.not_leader("this write")
 
     # -- the election ------------------------------------------------------------------------
 
     def tick(self) -> str:
-        """One election pass (renew, take over, or follow); returns the role after it."""
+        """One election pass (renew, take over, or follow); returns the role after it.
+
+        An epoch is valid from the moment it is taken until it is lost, without a gap: a lease
+        that ran out by this coordinator's clock is never renewed, even if nobody took it over;
+        it is taken again with a new epoch. So whoever acts on "leader of epoch N" (the role
+        keeper, the fence) can never miss an interruption."""
         if self.solo:
             return "leader"
         assert self._store is not None and self._clock is not None
         start = self._clock.now()
+        with self._lock:
+            if self._epoch is not None and start >= self._valid_until:
+                log.warning("no longer the leader (epoch %d): its lease ran out by this coordinator's clock "
+                            "(the store was slow or unreachable, or the process was paused)", self._epoch)
+                self._drop("its lease ran out by its own clock")
+            held, generation = self._epoch, self._generation
         try:
             with self._store.unit_of_work() as uow:
                 row = uow.leadership.lock(self.idle_timeout)
-                kind, epoch = self._decide(uow, row, start)
+                kind, epoch = self._decide(uow, row, start, held)
                 uow.commit()
         except Exception as exc:
             self.failures += 1
@@ -161,12 +176,17 @@ class Leadership:
         self.failures = 0
         with self._lock:
             self.seen_epoch = max(self.seen_epoch, epoch if epoch is not None else row.epoch)
-            if kind in ("renewed", "taken"):
+            if kind == "renewed" and self._generation == generation:
+                self._valid_until = start + self.ttl - self.margin
+                self._leader_until = start + self.ttl
+            elif kind == "renewed":
+                pass  # fenced meanwhile: this epoch is over here; the next pass takes a new one
+            elif kind == "taken":
                 assert epoch is not None
-                if kind == "taken":
-                    previous = f"from {row.holder} (lease expired {start - row.expires_at:.1f}s ago)" if \
-                        row.holder and row.holder != self.holder else "(no live leader)"
-                    log.info("took the leader lease over %s: epoch %d", previous, epoch)
+                previous = f"from {row.holder} (lease expired {start - row.expires_at:.1f}s ago)" if \
+                    row.holder and row.holder != self.holder else "(no live leader)"
+                log.info("took the leader lease over %s: epoch %d", previous, epoch)
+                self._generation += 1
                 self._epoch = epoch
                 self._valid_until = start + self.ttl - self.margin
                 self._leader_url, self._leader_until = self.url, start + self.ttl
@@ -174,18 +194,18 @@ class Leadership:
                 if self._epoch is not None:
                     log.warning("lost the leader lease: %s holds it now (epoch %d)", row.holder or "nobody",
                                 row.epoch)
-                self._epoch = None
-                self._ready_epoch = None
+                    self._drop(f"{row.holder or 'nobody'} holds the lease")
                 self._leader_url, self._leader_until = (row.leader_url or None), row.expires_at
         return self.role()
 
-    def _decide(self, uow: UnitOfWork, row: LeaseRow, now: float) -> tuple[str, int | None]:
-        if self._epoch is not None and row.holder == self.holder and row.epoch == self._epoch:
+    def _decide(self, uow: UnitOfWork, row: LeaseRow, now: float, held: int | None) -> tuple[str, int | None]:
+        if held is not None and row.holder == self.holder and row.epoch == held:
             if uow.leadership.renew(self.holder, row.epoch, now + self.ttl, now, self.url):
                 return "renewed", row.epoch
             return "lost", None
-        # An expired lease, none yet, or one an earlier run of this very coordinator (same key,
-        # same data dir) held: take it over, with a new epoch that fences whoever held it.
+        # An expired lease, none yet, or one this very coordinator (same key, same data dir: an
+        # earlier run, or this one before its lease ran out) held: take it over, with a new epoch
+        # that fences whoever held it.
         if row.holder == self.holder or not row.holder or row.expires_at <= now:
             if uow.leadership.take(self.holder, row.epoch, now + self.ttl, now, self.url):
                 return "taken", row.epoch + 1
@@ -198,7 +218,10 @@ class Leadership:
             return
         assert self._store is not None and self._clock is not None
         with self._lock:
-            epoch, self._epoch, self._ready_epoch, self._leader_url = self._epoch, None, None, None
+            epoch = self._epoch
+            self._drop("released")
+        if epoch is None:
+            return
         try:
             with self._store.unit_of_work() as uow:
                 released = uow.leadership.release(self.holder, epoch, self._clock.now())
@@ -208,10 +231,15 @@ class Leadership:
         except Exception as exc:
             log.warning("could not release the leader lease (it expires by itself): %s", exc)
 
-    def _lose(self, why: str) -> None:
+    def _lose(self, epoch: int, why: str) -> None:
         with self._lock:
-            if self._epoch is not None:
-                log.warning("no longer the leader: %s", why)
-            self._epoch = None
-            self._ready_epoch = None
-            self._leader_url = None  # someone else leads; the next election pass says who
+            if self._epoch == epoch:
+                log.warning("no longer the leader (epoch %d): %s", epoch, why)
+                self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        """Forget the epoch we held (caller holds the lock)."""
+        self._epoch = None
+        self._ready_epoch = None
+        self._leader_url = None  # someone else leads, or nobody yet: the next election pass says who
+        self._generation += 1

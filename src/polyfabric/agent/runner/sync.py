@@ -81,8 +81,11 @@ class LeasePoller:
         free = self.runner.free_slots()
         # `known`: what this agent holds already, so the coordinator sends only what is new and the
         # long-poll waits for real news (a freed slot arrives as a lease after our own report).
+        # Attempts that ended but whose report is not acknowledged yet count too: else the lease
+        # of a task faster than its own `started` report comes back as an echo, and the poller
+        # backs off (10 ms and more) while new leases wait for it.
         reply = self.client.post(LEASE_PATH, {"wait_s": self.wait_s, "free_slots": free,
-                                              "known": self.runner.running()}) or {}
+                                              "known": self.runner.held()}) or {}
         self.polls += 1
         leases, cancels = reply.get("leases") or [], reply.get("cancel") or []
         before = self.runner.decisions

@@ -142,6 +142,15 @@ class TaskRunner:
         with self._lock:
             return [{"task_id": task_id, "attempt": attempt} for task_id, attempt in self._running]
 
+    def held(self) -> list[dict[str, Any]]:
+        """The attempts this node holds as far as the coordinator may know: running, or ended with
+        their final report not yet acknowledged (the coordinator may still see those as leased:
+        a fast task ends before its `started` reaches it). What a lease poll sends as `known`."""
+        with self._lock:
+            idents = list(self._running)
+            idents.extend(ident for ident in self._unacked if ident not in self._running)
+        return [{"task_id": task_id, "attempt": attempt} for task_id, attempt in idents]
+
     def is_known(self, ident: Ident) -> bool:
         with self._lock:
             return self._known(ident)

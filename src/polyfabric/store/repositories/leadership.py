@@ -44,7 +44,7 @@ class SqlLeadershipRepository:
         """The current epoch, share-locked until the end of the transaction (FOR SHARE): a
         takeover cannot commit before this transaction ends."""
         query = sa.select(leadership.c.epoch, *self._columns(idle_timeout_s)).where(_ROW).with_for_update(read=True)
-        return int(self._conn.execute(query).first()[0])
+        return int(self._conn.execute(query).one()[0])
 
     def renew(self, holder: str, epoch: int, expires_at: float, now: float, leader_url: str) -> bool:
         """Extend the lease of `holder` at `epoch`; False if it is not theirs any more."""
