@@ -81,7 +81,7 @@ def build(workload: str, size: int) -> list[dict[str, Any]]:
         tasks: dict[str, Any] = {"s0": {"function": f"{FN}:add_one", "args": {"x": 0}}}
         for i in range(1, size):
             tasks[f"s{i}"] = {"function": f"{FN}:add_one", "depends_on": [f"s{i - 1}"],
-                              "args": {"x": "{{ tasks.s%d.result }}" % (i - 1)}}
+                              "args": {"x": "{{ tasks.s" + str(i - 1) + ".result }}"}}
         return [{"name": "bench-chain", "tasks": tasks}]
     if workload == "dag":
         return [{"name": "bench-dag", "tasks": {
@@ -116,9 +116,8 @@ def check(workload: str, size: int, answer: dict[str, Any]) -> str | None:
         expected = sum(i * i for i in range(DAG_WIDTH))
         if results.get("reduce") != expected or results.get("map") != [i * i for i in range(DAG_WIDTH)]:
             return f"dag: reduce = {results.get('reduce')!r}, expected {expected}"
-    elif workload == "sleep":
-        if results.get("nap") != list(range(size)):
-            return f"sleep: {len(results.get('nap') or [])} results of {size}"
+    elif workload == "sleep" and results.get("nap") != list(range(size)):
+        return f"sleep: {len(results.get('nap') or [])} results of {size}"
     return None
 
 

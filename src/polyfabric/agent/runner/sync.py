@@ -13,14 +13,14 @@ tries again; running attempts are not affected.
 `batch_delay_s` (5 ms) so a burst travels in one call; a final event (finished, cancelled,
 rejected) that follows a quiet spell is not held back (the coordinator waits for it to go on: the
 next task of a chain), while a stream of them is still sent one call per `batch_delay_s`. At
-most `max_items` (1,000) items per call. Items leave the outbox only when an answer covers them; a failed call is retried (backoff
-at most 2 s), so what the runner reported survives a lost answer, a coordinator restart or an
-error on this side (at-least-once; the coordinator is idempotent). A batch the coordinator calls
-malformed (400/413/422) is split in halves until the bad item stands alone, and that one is
-dropped with an error line, so one bad item cannot stall every report after it (the same goes
-for a batch this side cannot encode). `refused`
-entries of an answer are logged and their attempts, if still running, stopped; its `cancel`
-list goes to the runner. While attempts run and nothing else is sent, an empty report goes out
+most `max_items` (1,000) items per call. Items leave the outbox only when an answer covers
+them; a failed call is retried (backoff at most 2 s), so what the runner reported survives a
+lost answer, a coordinator restart or an error on this side (at-least-once; the coordinator is
+idempotent). A batch the coordinator calls malformed (400/413/422) is split in halves until the
+bad item stands alone, and that one is dropped with an error line, so one bad item cannot stall
+every report after it (the same goes for a batch this side cannot encode). `refused` entries of
+an answer are logged and their attempts, if still running, stopped; its `cancel` list goes to
+the runner. While attempts run and nothing else is sent, an empty report goes out
 every `idle_report_s` so the coordinator sees the `running` list.
 """
 
