@@ -408,6 +408,7 @@ class _Generator:
                     if status == 200:
                         self.activation_ms.append((time.perf_counter() - started) * 1000)
                         node.last_ack = time.time()
+                        node.last_send = node.last_ack - (time.perf_counter() - started)
                         break
                     self.startup_errors[f"activate http {status}"] += 1
                 except (TimeoutError, OSError, ConnectionError) as exc:
@@ -755,6 +756,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
         result["registrations_per_s"] = len(reg_ms) / result["startup_s"] if result["startup_s"] else None
         result["register_ms"] = _summary(reg_ms)
         result["activate_ms"] = _summary(act_ms)
+        restarted_at = 0.0
         startup_errors: Counter = Counter()
         for r in registered:
             startup_errors.update(r["errors"])
@@ -775,6 +777,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
             result["restart_s"] = time.time() - t_restart
             sampler = ProcessSampler(coordinator.pid).start()
             api = _api(coordinator)
+            restarted_at = time.time()
             for p in pipes:
                 p.send(("go",))
             log(f"coordinator restarted with the default detector in {result['restart_s']:.1f}s; all nodes heartbeat")
@@ -849,7 +852,7 @@ def run_load(cfg: LoadConfig) -> dict[str, Any]:
                                      if st == "down" and n.removeprefix("node:") not in silenced_node_ids])
         result["coordinator_rss_peak_mb"] = sampler.peak_rss / 2**20
         if detection is not None:
-            result["detection"] = _detection_figures(detection, transitions)
+            result["detection"] = _detection_figures(detection, transitions, restarted_at)
         api.close()
         return result
     finally:
@@ -905,17 +908,26 @@ def _watch_detection(api: Any, pipes: list[Any], procs: list[Any], silence_at: f
     return {"silenced": silenced, "seen": seen}
 
 
-def _detection_figures(watch: dict[str, Any], transitions: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per silenced node: from its last heartbeat (the moment its last reply arrived) to Down."""
+def _detection_figures(watch: dict[str, Any], transitions: list[dict[str, Any]],
+                       restarted_at: float) -> dict[str, Any]:
+    """Per silenced node: from its last heartbeat (the moment it was sent) to Down.
+
+    A node that sent nothing after the coordinator restarted (an overloaded coordinator can leave
+    it unable to connect) counts from the restart, where the coordinator gave it a fresh grace.
+    """
     per_node = []
     for node_id, info in watch["silenced"].items():
+        info["last_send"] = max(info["last_send"], restarted_at)
         down_at = next((t["at"] for t in transitions if t["subject"] == f"node:{node_id}"
                         and t["details"].get("to") == "down" and t["at"] >= info["last_send"]), None)
         per_node.append({
             "node_id": node_id, "last_ack": info["last_ack"], "last_send": info["last_send"],
             "last_latency_ms": info["last_latency_ms"], "down_at": down_at, "observed_at": watch["seen"].get(node_id),
-            "detect_s": (down_at - info["last_ack"]) if down_at else None,
-            "detect_from_send_s": (down_at - info["last_send"]) if down_at else None,
+            # From the last heartbeat the node sent. Not from its last reply: under overload the
+            # last heartbeats a node sends can go unanswered within the agent's timeout and still
+            # reach the coordinator, so its last reply can be minutes older than its last heartbeat.
+            "detect_s": (down_at - info["last_send"]) if down_at else None,
+            "detect_from_reply_s": (down_at - info["last_ack"]) if down_at else None,
         })
     times = sorted(n["detect_s"] for n in per_node if n["detect_s"] is not None)
     return {

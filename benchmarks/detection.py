@@ -4,10 +4,11 @@ Runs the heartbeat load of `benchmarks.heartbeats` (real coordinator, N simulate
 signed heartbeats every 2 s; default N = 10,000), then `--silence-after` seconds into the measured
 window stops heartbeating K nodes (default 10, spread over the node list) as if their agents had
 been killed (their connections are closed). It polls `GET /v1/nodes?state=down` until all K are
-Down, and reports for each the time from its LAST heartbeat (the moment its last reply arrived)
-to its Down transition (`state_since`, the coordinator's clock; same machine, same clock):
-min / median / max, and nodes that went Down although they never stopped heartbeating (false
-Down: every `node.transition` to Down in the audit chain since the start, for any other node).
+Down, and reports for each the time from its LAST heartbeat (the moment it was sent; its reply
+came a few ms later unless the coordinator is overloaded) to its Down transition (from the audit
+chain: the coordinator's clock, the same machine's clock as the generator's): min / median / max,
+and the nodes that went Down although they never stopped heartbeating (false Down: every
+`node.transition` to Down in the audit chain since the start, for any other node).
 
 Detector settings are the server's defaults: heartbeat 2 s, Down after 8 s of silence, checked
 every 0.5 s, so the ideal is 8.0-8.5 s (target: Down within 10 s, zero false Down).

@@ -55,6 +55,28 @@ def _loads(text: str) -> Any:
         return json.loads(text)
 
 
+class _JobRow(dict[str, Any]):
+    """A job row whose `document` is decoded when first read (`row["document"]`, `.get`, `in`);
+    reading a job for its status, as every events long-poll does, leaves it undecoded."""
+
+    def __init__(self, row: dict[str, Any], document_text: str | None) -> None:
+        super().__init__(row)
+        self._document_text = document_text
+
+    def __missing__(self, key: str) -> Any:
+        if key != "document":
+            raise KeyError(key)
+        value = _loads(self._document_text) if self._document_text is not None else None
+        self["document"] = value
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return self[key] if key == "document" else super().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key == "document" or super().__contains__(key)
+
+
 def _q(column: str) -> str:
     """Quote a column name (`key` and `offset` are reserved words somewhere)."""
     return f'"{column}"'
@@ -77,15 +99,14 @@ class SqlJobRepository:
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         # Every events long-poll reads the job row; its document is the whole workflow (100 kB and
-        # more for thousands of tasks): read as text and decoded with orjson, several times faster.
+        # more for thousands of tasks): read as text, decoded (with orjson) only if it is used.
         columns = [c for c in jobs.c if c.name != "document"]
         query = sa.select(*columns, sa.cast(jobs.c.document, sa.Text).label("document")).where(jobs.c.id == job_id)
         row = self._conn.execute(query).mappings().first()
         if row is None:
             return None
         out = dict(row)
-        out["document"] = _loads(out["document"]) if out["document"] is not None else None
-        return out
+        return _JobRow(out, out.pop("document"))
 
     def list_jobs(self, *, status: str | None = None, domains: tuple[str, ...] | None = None,
                   domain: str | None = None, before_seq: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
