@@ -16,6 +16,7 @@ from polyfabric.api.leader import LeaderGateMiddleware
 from polyfabric.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from polyfabric.api.notify import Notifier
 from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
+from polyfabric.api.routes import ui as ui_routes
 from polyfabric.services.container import Services
 
 __all__ = ["create_app"]
@@ -35,7 +36,7 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
     install_error_handlers(app)
     # The agent protocol first: routes are matched in order, and heartbeats, leases and reports are
     # most of the traffic (no other router's paths overlap /v1/agent/).
-    for module in (agent, meta, tokens, nodes, audit, jobs):
+    for module in (agent, meta, tokens, nodes, audit, jobs, ui_routes):
         app.include_router(module.router)
     app.add_middleware(LeaderGateMiddleware, leadership=lambda: services.ctx.leadership)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)

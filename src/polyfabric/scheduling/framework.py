@@ -227,6 +227,7 @@ class CycleState:
         "_placed",
         "_tasks",
         "_version",
+        "_where",
         "by_domain",
         "by_semaphore",
         "by_workflow",
@@ -247,6 +248,7 @@ class CycleState:
         self._tasks: dict[str, int] = dict(view.usage.by_node)
         self._placed: dict[str, list[TaskRequest]] = {}
         self._version: dict[str, int] = {}
+        self._where: dict[str, str] = {}
         self.total = view.usage.total
         self.by_domain: dict[str, int] = dict(view.usage.by_domain)
         self.by_workflow: dict[str, int] = dict(view.usage.by_workflow)
@@ -276,6 +278,10 @@ class CycleState:
     def placed_on(self, node_id: str) -> tuple[TaskRequest, ...]:
         """The tasks this plan placed on the node so far (topology plugins read these)."""
         return tuple(self._placed.get(node_id, ()))
+
+    def node_of(self, task_id: str) -> str | None:
+        """Where this plan placed the task, if it did (topology spread counts siblings by it)."""
+        return self._where.get(task_id)
 
     def task_cap(self, node: NodeView) -> int | None:
         """The most tasks the node may run at once (its own cap, else the per-node default)."""
@@ -308,6 +314,7 @@ class CycleState:
         self._free[node_id] = self.free(node_id) - task.resources
         self._tasks[node_id] = self._tasks.get(node_id, 0) + 1
         self._version[node_id] = self._version.get(node_id, 0) + 1
+        self._where[task.task_id] = node_id
         placed = self._placed.get(node_id)
         if placed is None:
             self._placed[node_id] = [task]

@@ -16,6 +16,7 @@ from polyfabric.domain.errors import NotFound, ValidationError
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.nodes import Node
 from polyfabric.domain.resources import Resources
+from polyfabric.domain.vivaldi import Coordinate
 
 __all__ = [
     "ClusterView",
@@ -48,6 +49,7 @@ class RunningTask:
     semaphore: str | None
     node_id: str
     preemptible: bool = True
+    group: str | None = None  # the spread group (job/task) topology scorers count siblings by
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,13 @@ class TaskRequest:
     semaphore: str | None = None
     constraints: Mapping[str, str] = field(default_factory=dict)
     excluded_nodes: frozenset[str] = frozenset()
+    # Topology (read by TASK scorers only): the nodes an upstream task ran on (`locality:
+    # near(...)`), the label to spread a group across (`spread: zone`) and the group, and
+    # preferred labels with weights (`affinity`).
+    near: frozenset[str] = frozenset()
+    spread: str | None = None
+    group: str | None = None
+    affinity: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self) -> None:
         _check_resources(f"task {self.task_id}", self.resources)
@@ -91,6 +100,7 @@ class NodeView:
     allocated: Resources = _NOTHING
     running: tuple[RunningTask, ...] = ()
     max_tasks: int | None = None
+    coords: Coordinate | None = None  # measured network coordinates (Vivaldi), when reported
 
     def __post_init__(self) -> None:
         _check_resources(f"node {self.name}", self.capacity)

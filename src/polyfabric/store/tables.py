@@ -10,6 +10,10 @@ import sqlalchemy as sa
 
 __all__ = [
     "api_tokens",
+    "config_docs",
+    "config_nodes",
+    "result_manifests",
+    "secrets",
     "job_events",
     "jobs",
     "leadership",
@@ -24,8 +28,16 @@ __all__ = [
     "coordinator_keys",
     "domains",
     "join_tokens",
+    "job_retention",
+    "schedule_fires",
+    "schedules",
+    "trigger_deliveries",
+    "trigger_keys",
+    "triggers",
     "metadata",
     "nodes",
+    "node_metrics",
+    "usage_ledger",
 ]
 
 metadata = sa.MetaData(
@@ -270,4 +282,181 @@ leadership = sa.Table(
     sa.Column("acquired_at", sa.Float, nullable=False),
     sa.Column("renewed_at", sa.Float, nullable=False),
     sa.Column("leader_url", sa.String(500), nullable=False),  # the leader's --advertise URL
+)
+
+# -- triggers (cron schedules, webhooks) and retention (issue 7; services/schedules.py, triggers.py, gc.py) --
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("cron", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("concurrency", sa.String(16), nullable=False),
+    sa.Column("catch_up", sa.Integer, nullable=False),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("next_at", sa.Float, nullable=False),  # the earliest due time not yet fired or skipped
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("schedule_id", sa.String(32), sa.ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("scheduled_at", sa.Float, primary_key=True, autoincrement=False),
+    sa.Column("job_id", sa.String(32), nullable=True, index=True),  # chosen before submitting: the idempotency key
+    sa.Column("outcome", sa.String(16), nullable=False),  # pending, submitted, skipped, missed, failed
+    sa.Column("catch_up", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("fired_at", sa.Float, nullable=False),
+)
+
+triggers = sa.Table(
+    "triggers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False),
+    sa.Column("document", sa.JSON, nullable=False),
+    sa.Column("secret_sealed", sa.Text, nullable=False),  # AES-256-GCM, see services/triggers.py
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("fired", sa.Integer, nullable=False),
+    sa.Column("last_fired_at", sa.Float, nullable=True),
+)
+
+trigger_deliveries = sa.Table(
+    "trigger_deliveries",
+    metadata,
+    sa.Column("trigger_id", sa.String(32), sa.ForeignKey("triggers.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("signature", sa.String(64), primary_key=True),  # SHA-256 of the signature: a replay is refused
+    sa.Column("received_at", sa.Float, nullable=False, index=True),
+    sa.Column("job_id", sa.String(32), nullable=True),
+)
+
+trigger_keys = sa.Table(
+    "trigger_keys",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),  # always 1
+    sa.Column("key", sa.String(64), nullable=False),  # base64 AES key sealing webhook secrets (unless set by env)
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+job_retention = sa.Table(
+    "job_retention",
+    metadata,
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("collected_at", sa.Float, nullable=False),
+    sa.Column("kept", sa.JSON, nullable=False),  # the task keys whose outputs were kept
+)
+
+# -- observability: per-node telemetry history and the contribution ledger (issue 7) -----------------
+
+node_metrics = sa.Table(
+    "node_metrics",
+    metadata,
+    sa.Column("node_id", sa.String(32), primary_key=True),
+    sa.Column("resolution", sa.Integer, primary_key=True, autoincrement=False),  # seconds a point covers
+    sa.Column("at", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=False),  # the bucket's start (unix seconds, a multiple of resolution)
+    sa.Column("samples", sa.Integer, nullable=False),
+    sa.Column("cpu_percent", sa.Float, nullable=True),
+    sa.Column("memory_percent", sa.Float, nullable=True),
+    sa.Column("memory_used_bytes", sa.Float, nullable=True),
+    sa.Column("disk_percent", sa.Float, nullable=True),
+    sa.Column("load1", sa.Float, nullable=True),
+    sa.Column("gpu_percent", sa.Float, nullable=True),
+    sa.Column("gpu_memory_used_bytes", sa.Float, nullable=True),
+    sa.Index("ix_node_metrics_resolution_at", "resolution", "at"),  # retention deletes by tier and age
+)
+
+usage_ledger = sa.Table(
+    "usage_ledger",
+    metadata,
+    sa.Column("task_id", sa.String(32), primary_key=True),  # no foreign key: the ledger outlives jobs
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("job_id", sa.String(32), nullable=False),
+    sa.Column("task_key", sa.String(200), nullable=False),
+    sa.Column("node_id", sa.String(32), nullable=False),
+    sa.Column("consumer_domain", sa.String(63), nullable=False),  # the job's domain
+    sa.Column("provider_domain", sa.String(63), nullable=False),  # the domain of the node that ran it
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("finished_at", sa.Float, nullable=False),
+    sa.Column("wall_s", sa.Float, nullable=False),
+    sa.Column("cpu_s", sa.Float, nullable=False),
+    sa.Column("memory_byte_s", sa.Float, nullable=False),
+    sa.Column("max_rss_bytes", sa.BigInteger, nullable=False),
+    sa.Column("gpu_s", sa.Float, nullable=False),
+    sa.Column("method", sa.String(64), nullable=False),  # how the agent measured it
+    sa.Index("ix_usage_ledger_consumer_domain_finished_at", "consumer_domain", "finished_at"),
+    sa.Index("ix_usage_ledger_provider_domain_finished_at", "provider_domain", "finished_at"),
+    sa.Index("ix_usage_ledger_finished_at", "finished_at"),
+)
+
+# -- configuration documents, sealed secrets, signed result manifests (issue 6; services/config.py,
+#    secrets.py, manifests.py) ----------------------------------------------------------------------
+
+config_docs = sa.Table(
+    "config_docs",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),  # global, increasing
+    sa.Column("scope", sa.String(300), nullable=False, index=True),  # network | domain:D | selector:k=v | node:ID
+    sa.Column("document", sa.JSON, nullable=False),  # validated (domain/configdoc.py), unset fields left out
+    sa.Column("state", sa.String(16), nullable=False),  # canary | active | halted | rolled_back
+    sa.Column("canary_nodes", sa.JSON, nullable=True),  # the nodes a canary goes to first
+    sa.Column("comment", sa.Text, nullable=False),
+    sa.Column("published_by", sa.String(200), nullable=False),
+    sa.Column("published_at", sa.Float, nullable=False),
+    sa.Column("halted_reason", sa.Text, nullable=True),
+    sa.Column("changed_at", sa.Float, nullable=False),
+)
+
+config_nodes = sa.Table(
+    "config_nodes",
+    metadata,
+    sa.Column("node_id", sa.String(32), primary_key=True),
+    sa.Column("acked_version", sa.Integer, nullable=True),  # the version the agent says it runs
+    sa.Column("acked_docs", sa.JSON, nullable=False),  # the document versions merged into it
+    sa.Column("acked_at", sa.Float, nullable=True),
+    sa.Column("applied", sa.JSON, nullable=False),  # what the agent applied (its own summary)
+    sa.Column("error", sa.Text, nullable=True),  # the last version it could not apply, and why
+    sa.Column("error_version", sa.Integer, nullable=True),
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+secrets = sa.Table(
+    "secrets",
+    metadata,
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), primary_key=True),
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("key_id", sa.String(32), nullable=False),  # the key-file key that wraps the data key
+    sa.Column("wrapped_key", sa.LargeBinary, nullable=False),  # AES-GCM(kek, data key)
+    sa.Column("ciphertext", sa.LargeBinary, nullable=False),  # AES-GCM(data key, value)
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(16), nullable=False),  # HMAC(data key) prefix: tells versions apart, not the value
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+result_manifests = sa.Table(
+    "result_manifests",
+    metadata,
+    sa.Column("task_id", sa.String(32), sa.ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("job_id", sa.String(32), nullable=False, index=True),
+    sa.Column("node_id", sa.String(32), nullable=False),
+    sa.Column("manifest", sa.JSON, nullable=False),  # the signed fields (security/manifests.py)
+    sa.Column("signature", sa.String(100), nullable=False),  # base64url Ed25519 by the node's key
+    sa.Column("verified", sa.Boolean, nullable=False),  # checked by the coordinator when it arrived
+    sa.Column("problem", sa.Text, nullable=True),
+    sa.Column("received_at", sa.Float, nullable=False),
 )
