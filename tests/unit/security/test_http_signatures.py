@@ -310,3 +310,54 @@ def test_key_id_from_headers():
     assert key_id_from_headers({}) is None
     assert key_id_from_headers({"Signature-Input": "pf=(garbage"}) is None
     assert key_id_from_headers({"Signature-Input": 'other=("@method");keyid="k"'}) is None
+
+
+# --------------------------------------------------------------------------------------------
+# the fast path (the field shapes sign_request writes) and the library path agree
+
+
+OTHER_KEY_ID = "n-bbbbbbbbbbbbbbbbbbbb"
+BOTH_KEYS = {KEY_ID: RAW, OTHER_KEY_ID: public_key_raw(generate_private_key())}
+
+
+def _verdict(headers, **kwargs):
+    try:
+        return verify(headers, keys=BOTH_KEYS, **kwargs)
+    except NotAuthenticated:
+        return "refused"
+
+
+_TAMPERS = st.sampled_from(["none", "method", "url", "body", "created", "keyid", "signature", "skew"])
+
+
+@settings(max_examples=80, deadline=None)
+@given(tamper=_TAMPERS, flip=st.integers(min_value=0, max_value=63))
+def test_fast_path_and_library_path_agree(tamper, flip):
+    import polyfabric.security.http_signatures as hs
+
+    headers = signed()
+    kwargs = {}
+    if tamper == "method":
+        kwargs["method"] = "PUT"
+    elif tamper == "url":
+        kwargs["url"] = URL + "x"
+    elif tamper == "body":
+        kwargs["body"] = BODY + b" "
+    elif tamper == "skew":
+        kwargs["now"] = NOW + 3600
+    elif tamper == "created":
+        older = f"created={int(NOW) - 1}"
+        headers["Signature-Input"] = headers["Signature-Input"].replace(f"created={int(NOW)}", older)
+    elif tamper == "keyid":
+        headers["Signature-Input"] = headers["Signature-Input"].replace(KEY_ID, OTHER_KEY_ID)
+    elif tamper == "signature":
+        raw = bytearray(base64.b64decode(headers["Signature"][4:-1]))
+        raw[flip] ^= 1
+        headers["Signature"] = "pf=:" + base64.b64encode(bytes(raw)).decode() + ":"
+    assert hs._FAST_INPUT_RE.fullmatch(headers["Signature-Input"]) is not None  # the fast path runs
+    fast = _verdict(headers, **kwargs)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(hs, "_FAST_INPUT_RE", re.compile(r"(?!)"))  # never matches: the library path
+        slow = _verdict(headers, **kwargs)
+    assert fast == slow
+    assert (fast == KEY_ID) == (tamper == "none")
