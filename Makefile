@@ -5,7 +5,7 @@ PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 export POLYFABRIC_TEST_PG ?= postgresql://postgres@127.0.0.1:5432/test
 
-.PHONY: demo test lint unit bench clean venv
+.PHONY: demo test lint unit bench clean venv chromium sshd
 
 venv: $(STAMP)
 
@@ -26,7 +26,20 @@ lint: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q -n auto
 
-test: $(STAMP) lint
+# The browser tests need Debian's Chromium (playwright never downloads one): installed when absent
+# and possible (root with apt-get); otherwise they skip, or fail under CI=true.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; } \
+	  || echo "chromium is not installed: tests/browser will skip (and fail with CI=true)"
+
+# The ssh pool provider's test starts a real sshd on loopback (package openssh-server), same rule.
+sshd:
+	@test -x /usr/sbin/sshd || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssh-server >/dev/null; } \
+	  || echo "sshd is not installed: the ssh pool test will skip (and fail with CI=true)"
+
+test: $(STAMP) lint chromium sshd
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)

@@ -27,6 +27,9 @@ EVENT_FIELDS = {
     "cancelled": {"type", "task_id", "attempt", "at", "reason"},
     "rejected": {"type", "task_id", "attempt", "at", "reason"},
 }
+# Optional fields an event may carry besides those (schemas/agent.py): what the attempt used (the
+# ledger, issue 7) and the signed result manifest (issue 6).
+OPTIONAL_EVENT_FIELDS = {"usage", "manifest"}
 
 
 class FakeCoordinator:
@@ -104,7 +107,7 @@ class FakeCoordinator:
         if set(body) != {"events", "logs", "running"}:
             self.problems.append(f"report body keys {sorted(body)}")
         for event in body.get("events", []):
-            if set(event) != EVENT_FIELDS.get(event.get("type"), set()):
+            if set(event) - OPTIONAL_EVENT_FIELDS != EVENT_FIELDS.get(event.get("type"), set()):
                 self.problems.append(f"event {event}")
         for chunk in body.get("logs", []):
             if set(chunk) != {"task_id", "attempt", "stream", "offset", "data"}:

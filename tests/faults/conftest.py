@@ -64,11 +64,11 @@ def _is_worker(config: pytest.Config) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    if not _rows or _is_worker(config):
-        # An xdist worker hands its rows to the controller through the reports; it writes only
-        # when the controller cannot collect them (it did not load this conftest).
-        if not (_rows and _is_worker(config) and os.environ.get("POLYFABRIC_FAULT_REPORT")):
-            return
+    # An xdist worker hands its rows to the controller through the reports; it writes a file of its
+    # own only when POLYFABRIC_FAULT_REPORT names one (a controller started on `tests` as a whole
+    # does not load this conftest, so it cannot collect them).
+    if not _rows or (_is_worker(config) and not os.environ.get("POLYFABRIC_FAULT_REPORT")):
+        return
     path = _report_path(config)
     if _is_worker(config):
         path = path.with_name(f"{path.stem}-{config.workerinput['workerid']}{path.suffix}")  # type: ignore[attr-defined]
@@ -79,9 +79,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 _PATH_KEY = pytest.StashKey[Path]()
 
-COLUMNS = [("scenario", "scenario", 44), ("backend", "backend", 10), ("tasks", "tasks", 5), ("lost", "lost", 4),
-           ("accepted_twice", "2x", 3), ("re_executed", "re-run", 6), ("recovery_s", "recovery s", 10),
-           ("outcome", "outcome", 7)]
+COLUMNS = [("scenario", "scenario"), ("backend", "backend"), ("tasks", "tasks"), ("lost", "lost"),
+           ("accepted_twice", "2x"), ("re_executed", "re-run"), ("recovery_s", "recovery s"), ("outcome", "outcome"),
+           ("notes", "notes")]
 
 
 def _cell(value: Any) -> str:
@@ -92,18 +92,24 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def table(rows: list[dict[str, Any]]) -> list[str]:
+    """The report as text lines: one row per scenario run, columns as wide as their widest cell."""
+    cells = [[_cell(row.get(key)) for key, _ in COLUMNS] for row in rows]
+    widths = [max([len(head), *(len(line[i]) for line in cells)]) for i, (_, head) in enumerate(COLUMNS)]
+    lines = ["  ".join(head.ljust(w) for (_, head), w in zip(COLUMNS, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in cells]
+    return lines
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     if not _rows or _is_worker(config):
         return
     tr = terminalreporter
     tr.section("fault-injection report")
-    widths = [max(w, len(h)) for _, h, w in COLUMNS]
-    tr.write_line("  ".join(h.ljust(w) for (_, h, _), w in zip(COLUMNS, widths, strict=True)) + "  notes")
-    for row in _rows:
-        cells = [_cell(row.get(k)).ljust(w) for (k, _, _), w in zip(COLUMNS, widths, strict=True)]
-        tr.write_line("  ".join(cells) + "  " + _cell(row.get("notes", "")))
+    for line in table(_rows):
+        tr.write_line(line)
     tr.write_line("lost: tasks without an accepted result; 2x: results accepted twice (coordinator records and "
-                  "task side effects); re-run: tasks executed more than once (side effects)")
+                  "task side effects); re-run: tasks executed more than once (side effects); recovery: see notes")
     path = config.stash.get(_PATH_KEY, None)
     if path is not None:
         tr.write_line(f"figures written to {path}")

@@ -61,3 +61,10 @@ def steps(key: str, count: int, step_s: float, ledger: str, progress: str) -> di
             out.write(f"{key} {attempt} {step}\n")
         ctx.checkpoint({"done": step + 1, "resumed_from": resumed})
     return {"key": key, "attempt": attempt, "run": run, "started_at_step": start, "resumed_from": resumed}
+
+
+def slow_first(key: str, first_s: float, then_s: float, ledger: str) -> dict[str, Any]:
+    """Work that takes `first_s` on its first attempt and `then_s` on any later one."""
+    run, attempt = _record(ledger, key)
+    time.sleep(first_s if attempt == 1 else then_s)
+    return {"key": key, "attempt": attempt, "run": run}

@@ -291,7 +291,8 @@ def tally(fleet: Fleet, job_id: str, ledger: Ledger) -> Tally:
         runs.setdefault(task_id, []).append((attempt, run))
     out = Tally(tasks=len(tasks), attempts_lost=sum(1 for _, _, s in attempts if s in ("lost", "evicted")))
     ids = {t["id"] for t in tasks}
-    out.refused_reports = sum(1 for r in fleet.audit("task.report_refused") if r["subject"].removeprefix("task:") in ids)
+    out.refused_reports = sum(1 for r in fleet.audit("task.report_refused")
+                              if r["subject"].removeprefix("task:") in ids)
     for t in tasks:
         result = t["result"]
         if isinstance(result, str):

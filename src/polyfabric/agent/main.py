@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import time
@@ -34,12 +35,18 @@ from typing import Any
 
 from polyfabric import __version__
 from polyfabric.agent import fingerprint, health, telemetry
+from polyfabric.agent.config import ConfigApplier
 from polyfabric.agent.identity import NodeIdentity, load_or_create
+from polyfabric.agent.policy import Negotiator, load_owner_policy
+from polyfabric.agent.probes import EchoServer, Prober, parse_address
 from polyfabric.agent.runner import Outbox, Sync, TaskRunner
+from polyfabric.agent.runner.checkpoints import CheckpointAgent
+from polyfabric.agent.secrets import SecretOpener, manifest_signer
 from polyfabric.agent.settings import AgentSettings
 from polyfabric.client import AgentClient, ApiError, CoordinatorUnreachable
 from polyfabric.domain.resources import Resources
 from polyfabric.observability import configure_logging
+from polyfabric.observability.metrics import AgentMetrics, agent_registry, serve_agent_metrics
 
 __all__ = ["Agent", "AgentRefused", "run"]
 
@@ -77,6 +84,13 @@ class Agent:
         self._task_clients: list[AgentClient] = []
         self._drained = threading.Event()  # set once the tasks are drained after a stop
         self._abort = False  # stopping because of an error: do not wait for tasks
+        # Topology (issue 7): coordinates measured by heartbeats and, with an echo endpoint, peers.
+        self.echo: EchoServer | None = None
+        self.prober = Prober(interval_s=settings.probe_interval_s)
+        self.metrics = AgentMetrics()  # served on --metrics-port (off by default)
+        self.node_domain, self.node_name = "", settings.name
+        if settings.policy_file is not None:
+            load_owner_policy(settings.policy_file)  # a bad policy file stops the agent at start, naming the field
 
     # -- joining ----------------------------------------------------------------------------
 
@@ -123,10 +137,32 @@ class Agent:
 
     def _joined(self, reply: dict[str, Any]) -> None:
         self.state = reply["state"]
+        self.node_domain, self.node_name = reply["domain"], reply["name"]
         if self.settings.heartbeat_interval_s is None:
             self.interval = float(reply.get("heartbeat_interval_s", self.interval))
         log.info("node %s (%s) joined domain %s as %s; heartbeat every %.1fs", reply["node_id"],
                  reply["name"], reply["domain"], reply["state"], self.interval)
+
+    def _node_variables(self) -> dict[str, Any]:
+        cap = self.capacity or Resources(slots=1)
+        return {"id": self.identity.node_id, "name": self.node_name, "domain": self.node_domain,
+                "labels": dict(self.settings.labels), "state": self.state, "cpu": cap.cpu_millis,
+                "memory": cap.memory_bytes, "gpus": cap.gpus, "slots": cap.slots}
+
+    def reload_policy(self) -> None:
+        """SIGHUP / `polyfabric agent reload`: new offers follow the file as it is now; running
+        attempts it no longer allows are handed back if it says `on_change: stop`."""
+        runner = self.runner
+        negotiator = runner.negotiator if runner is not None else None
+        if negotiator is None:
+            log.warning("reload: this agent runs without --policy; nothing to reload")
+            return
+        _policy, error = negotiator.reload()
+        if error is not None:
+            return
+        for ident, reason in negotiator.no_longer_allowed():
+            if runner is not None and runner.hand_back(ident, reason):
+                log.info("stopping %s attempt %d: %s", ident[0], ident[1], reason)
 
     def _refusal(self, exc: ApiError) -> AgentRefused:
         # Only this node's own revocation is exit 3 (a revoked *join token* is a refusal like any other).
@@ -152,8 +188,17 @@ class Agent:
     def heartbeat_once(self, seq: int) -> dict[str, Any]:
         with self._health_lock:
             results = self._health
-        payload = {"telemetry": telemetry.sample(self.settings.data_dir), "health": results, "seq": seq}
-        reply = self.client.post("/v1/agent/heartbeat", payload)
+        payload = {"telemetry": telemetry.sample(self.settings.data_dir), "health": results, "seq": seq,
+                   **self.prober.heartbeat_fields()}
+        started = time.perf_counter()
+        try:
+            reply = self.client.post("/v1/agent/heartbeat", payload)
+        except Exception:
+            self.metrics.heartbeat_failures.inc()
+            raise
+        self.metrics.heartbeat_seconds.observe(time.perf_counter() - started)
+        # The heartbeat is the coordinator probe: its time on the wire (signing and encoding left out).
+        self.prober.on_heartbeat(reply, self.client.last_elapsed or (time.perf_counter() - started))
         if reply["state"] != self.state:
             log.info("node state: %s -> %s", self.state, reply["state"])
             self.state = reply["state"]
@@ -189,6 +234,18 @@ class Agent:
         lease_client = AgentClient(self.settings.coordinator, sign, timeout=self.settings.lease_wait_s + 10.0)
         report_client = AgentClient(self.settings.coordinator, sign)
         self._task_clients = [lease_client, report_client]
+        # Checkpoints: tasks save them through a local socket, the agent uploads them on its own connection.
+        self._checkpoint_client = AgentClient(self.settings.coordinator, sign, timeout=30.0)
+        self.runner.checkpoints = CheckpointAgent(self._checkpoint_client).start(self.settings.data_dir)
+        if self.settings.policy_file is not None:  # the owner's policy answers every offer (issue 6)
+            self.runner.negotiator = Negotiator(self.settings.policy_file, self._node_variables,
+                                                self.identity.node_id, self.identity.private_key.sign)
+        # Issue 6: sealed secrets are opened and result manifests signed with the node's key; the
+        # node's configuration is fetched, applied and acknowledged on its own connection.
+        self.runner.secret_opener = SecretOpener(self.identity.node_id, self.identity.private_key)
+        self.runner.signer = manifest_signer(self.identity.node_id, self.identity.private_key)
+        self._config_client = AgentClient(self.settings.coordinator, sign)
+        self.config = ConfigApplier(self, self._config_client, interval_s=min(self.interval, 2.0)).start()
         self.sync = Sync(self.runner, outbox, lease_client, report_client,
                          lease_wait_s=self.settings.lease_wait_s).start()
         threading.Thread(target=self._drain_when_stopped, name="pf-drain", daemon=True).start()
@@ -229,18 +286,59 @@ class Agent:
             log.warning("could not deliver every report before stopping")
         sync.stop()
         runner.close()
+        if runner.checkpoints is not None:
+            runner.checkpoints.close()
+            self._checkpoint_client.close()
         sync.poller.join(0.2)
         lease_client, report_client = self._task_clients
         report_client.close()
         if not sync.poller.alive:  # else it is inside a long-poll: the process exit ends that
             lease_client.close()
 
+    # -- metrics ---------------------------------------------------------------------------
+
+    def _metrics_snapshot(self) -> dict[str, Any]:
+        runner = self.runner
+        running = len(runner.running()) if runner is not None else 0
+        return {"scalars": {
+            "polyfabric_agent_tasks_running": ("Attempts running on this node now.", running),
+            "polyfabric_agent_slots": ("Task slots of this node.", runner.slots if runner is not None else 0),
+            "polyfabric_agent_slots_free": ("Task slots free now.", runner.free_slots() if runner is not None else 0),
+            "polyfabric_agent_outbox_pending": ("Reports (events, log chunks) not yet delivered.",
+                                                len(runner.outbox) if runner is not None else 0),
+        }, "labelled": {
+            "polyfabric_agent_node_state": ("This node's state as the coordinator last said (1: current).",
+                                            ["state"], [((self.state,), 1)]),
+        }}
+
+    def serve_metrics(self, port: int, addr: str) -> None:
+        """`--metrics-port`: this agent's own metrics at http://ADDR:PORT/metrics (no token)."""
+        serve_agent_metrics(agent_registry(self.metrics, self._metrics_snapshot), port, addr)
+        log.info("serving metrics at http://%s:%d/metrics", addr, port)
+
     # -- the main loop ---------------------------------------------------------------------
+
+    def start_echo(self) -> None:
+        """The echo endpoint (if asked for) and the peer probe thread (topology, issue 7)."""
+        if self.settings.echo_listen:
+            host, port = parse_address(self.settings.echo_listen)
+            self.echo = EchoServer(host, port).start()
+            advertise = self.settings.echo_advertise
+            if not advertise:
+                shown = host if host not in ("0.0.0.0", "::") else socket.gethostname()
+                advertise = f"{shown}:{self.echo.port}"
+            self.prober.echo_advertise = advertise
+            self.prober.source = host
+            log.info("echo endpoint on %s:%d, advertised as %s", host, self.echo.port, advertise)
+        threading.Thread(target=self.prober.run, args=(self.stop_event,), name="pf-probe", daemon=True).start()
 
     def run(self) -> int:
         self.join_with_retry()
         threading.Thread(target=self._health_loop, name="pf-health", daemon=True).start()
         self.start_tasks()
+        if self.settings.metrics_port is not None:
+            self.serve_metrics(self.settings.metrics_port, self.settings.metrics_addr)
+        self.start_echo()
         try:
             self._heartbeat_loop()
         except BaseException:
@@ -313,6 +411,14 @@ def run(settings: AgentSettings, *, log_level: str = "info") -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    # SIGHUP reloads the owner's policy (issue 6); `polyfabric agent reload` finds us by the pid file.
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: threading.Thread(
+        target=agent.reload_policy, name="pf-policy-reload", daemon=True).start())
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        (settings.data_dir / "agent.pid").write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("could not write the pid file: %s", exc)
     try:
         return agent.run()
     except AgentRefused as exc:

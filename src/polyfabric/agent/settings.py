@@ -27,3 +27,11 @@ class AgentSettings:
     stop_grace_s: float = 5.0  # on SIGTERM, how long running tasks may go on before they are stopped
     lease_wait_s: float = 10.0  # long-poll wait of POST /v1/agent/lease
     report_flush_s: float = 5.0  # on SIGTERM, how long to keep trying to deliver pending reports
+    metrics_port: int | None = None  # serve this agent's Prometheus metrics there (off by default)
+    metrics_addr: str = "127.0.0.1"
+    policy_file: Path | None = None  # the owner's policy (issue 6): which offers this node accepts
+    # Topology (issue 7, agent/probes.py): the echo endpoint peers probe (off by default), the
+    # address advertised for it, and how often this agent probes a peer.
+    echo_listen: str | None = None  # HOST:PORT
+    echo_advertise: str | None = None  # default: the listen address (its host must be reachable)
+    probe_interval_s: float = 5.0

@@ -13,10 +13,20 @@ from fastapi import FastAPI
 from polyfabric import __version__
 from polyfabric.api.errors import install_error_handlers
 from polyfabric.api.leader import LeaderGateMiddleware
-from polyfabric.api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from polyfabric.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from polyfabric.api.notify import Notifier
 from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
+from polyfabric.api.routes import config as config_routes
+from polyfabric.api.routes import secrets as secrets_routes
+from polyfabric.api.routes import policies as policy_routes
 from polyfabric.api.routes import ui as ui_routes
+from polyfabric.api.routes import gc as gc_routes
+from polyfabric.api.routes import schedules as schedule_routes
+from polyfabric.api.routes import triggers as trigger_routes
+from polyfabric.api.routes import topology as topology_routes
+from polyfabric.api.routes import metrics as metrics_routes
+from polyfabric.api.routes import usage as usage_routes
+from polyfabric.api.routes import pools as pool_routes
 from polyfabric.services.container import Services
 
 __all__ = ["create_app"]
@@ -36,9 +46,18 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
     install_error_handlers(app)
     # The agent protocol first: routes are matched in order, and heartbeats, leases and reports are
     # most of the traffic (no other router's paths overlap /v1/agent/).
-    for module in (agent, meta, tokens, nodes, audit, jobs, ui_routes):
+    for module in (agent, meta, tokens, nodes, audit, jobs, ui_routes, schedule_routes, trigger_routes, gc_routes,
+                   pool_routes):
         app.include_router(module.router)
+    app.include_router(config_routes.agent_router)  # issue 6: POST /v1/agent/config
+    app.include_router(config_routes.router)
+    app.include_router(secrets_routes.router)
+    app.include_router(policy_routes.router)  # issue 6: /v1/policies
+    app.include_router(topology_routes.router)  # issue 7: GET /v1/topology
+    app.include_router(metrics_routes.router)  # issue 7: GET /metrics, GET /v1/nodes/{ref}/metrics
+    app.include_router(usage_routes.router)  # issue 7: GET /v1/usage
     app.add_middleware(LeaderGateMiddleware, leadership=lambda: services.ctx.leadership)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(MetricsMiddleware)  # outermost: API latency of every answer, refusals included
     return app

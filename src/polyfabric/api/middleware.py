@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["BodyLimitMiddleware", "RequestIdMiddleware"]
+from polyfabric.observability.metrics import API_REQUEST_SECONDS
+
+__all__ = ["BodyLimitMiddleware", "MetricsMiddleware", "RequestIdMiddleware"]
 
 
 class RequestIdMiddleware:
@@ -27,6 +30,34 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send_with_id)
         else:
             await self.app(scope, receive, send)
+
+
+class MetricsMiddleware:
+    """API latency by method, route *template* (bounded label values: `/v1/nodes/{ref}`, never the
+    id itself; unmatched paths are one value) and status code."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            API_REQUEST_SECONDS.labels(scope.get("method", ""), route, str(status)).observe(
+                time.perf_counter() - started)
 
 
 class BodyLimitMiddleware:

@@ -18,6 +18,7 @@ import click
 
 from polyfabric.cli.config import load_config
 from polyfabric.cli.output import age, client_options, emit, handle_errors, table, when
+from polyfabric.cli.policies import policy_lines
 from polyfabric.client.jobs import (
     JOB_STATUSES,
     TASK_STATUSES,
@@ -149,6 +150,7 @@ def _job_header(j: dict[str, Any]) -> list[str]:
         lines.append("Params:     " + ", ".join(f"{k}={compact(v, 40)}" for k, v in j["params"].items()))
     if j.get("error"):
         lines.append(f"Error:      {j['error']}")
+    lines.extend(policy_lines(j.get("policy")))  # issue 6: which policy versions allowed it, declines
     return lines
 
 
@@ -352,9 +354,29 @@ for _verb, _doc in (
     ("pause", "Hand out no new tasks of a job; running ones go on."),
     ("resume", "Let a paused job hand out tasks again."),
     ("cancel", "Cancel a job: queued tasks are dropped, running ones are stopped."),
-    ("retry", "Re-run a finished job's failed tasks and what depends on them; succeeded results are kept."),
 ):
     job.add_command(_action(_verb, _doc))
+
+
+@job.command("retry")
+@click.argument("job_id")
+@click.option("--from-failed", is_flag=True,
+              help="Re-run only the failed tasks and what was skipped or cancelled because of them "
+                   "(a task cancelled on its own stays cancelled).")
+@click.option("--reason", default="", help="Why (recorded in the audit chain).")
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+@handle_errors
+def job_retry(job_id: str, from_failed: bool, reason: str, as_json: bool, url: str | None,
+              token: str | None) -> None:
+    """Re-run a finished job's failed and cancelled tasks and what depends on them.
+
+    Every succeeded task keeps its result and is not run again (its attempt number does not
+    change); a failed foreach task re-runs only its items that did not succeed. Each re-run
+    task resumes from its last checkpoint, if it saved one."""
+    with open_jobs(url, token) as client:
+        out = client.retry(job_id, reason=reason, from_failed=from_failed)
+    emit(out, as_json, lambda j: f"job {j['id']} is now {j['status']}")
 
 
 @job.command("set-priority")
@@ -370,3 +392,10 @@ def job_set_priority(job_id: str, priority: int, reason: str, as_json: bool, url
     with open_jobs(url, token) as client:
         out = client.set_priority(job_id, priority, reason=reason)
     emit(out, as_json, lambda j: f"job {j['id']} now has priority {j['priority']}")
+
+
+# Issue 6: signed result manifests (cli/manifests.py).
+from polyfabric.cli.manifests import job_export, job_verify  # noqa: E402
+
+job.add_command(job_verify)
+job.add_command(job_export)

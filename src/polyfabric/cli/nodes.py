@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from polyfabric.cli.output import age, client_options, emit, handle_errors, open_client, table, when
+from polyfabric.cli.usage import node_metrics
 from polyfabric.domain.errors import ValidationError
 from polyfabric.domain.jobs import parse_duration
 from polyfabric.domain.resources import format_bytes
@@ -149,3 +150,4 @@ for _verb, _doc in (
     ("revoke", "Refuse a node from now on: its key is no longer accepted."),
 ):
     node.add_command(_action(_verb, _doc, deadline=_verb == "drain"))
+node.add_command(node_metrics)  # issue 7: the telemetry history (cli/usage.py)

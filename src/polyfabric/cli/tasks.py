@@ -15,6 +15,7 @@ import click
 
 from polyfabric.cli.jobs import LogPrinter, compact, duration_of, open_jobs
 from polyfabric.cli.output import client_options, emit, handle_errors, table, when
+from polyfabric.cli.policies import policy_lines
 
 __all__ = ["task"]
 
@@ -46,6 +47,7 @@ def _render_task(t: dict[str, Any]) -> str:
     if t.get("error"):
         lines.append(f"Error:      {t['error']}")
     lines.append(f"Result:     {compact(t.get('result'), None)}")
+    lines.extend(policy_lines(t.get("policy")))  # issue 6: policy versions, declines
     attempts = t.get("attempts") or []
     if attempts:
         lines.append("Attempts:")

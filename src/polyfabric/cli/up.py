@@ -97,6 +97,7 @@ def up(data_dir: Path, port: int, agents: int, detach: bool, workflow: str | Non
         click.echo(f"  admin token: {token_file}")
         click.echo(f"  client config: {data_dir / 'client.json'} (the CLI finds it from this directory)")
         click.echo(f"  API docs: {url}/docs    logs: {logs}")
+        click.echo(f"  web UI: {url}/ui/  (sign in with: {_ui_token(url, admin)})")
         click.echo("  try: polyfabric node ls")
         if workflow is not None:
             _run_workflow(url, admin, workflow, params)
@@ -131,6 +132,14 @@ def _run_workflow(url: str, admin: str, path: str, params: tuple[str, ...]) -> N
     click.echo(f"job {job['id']} {final['status']} ({final['total']} tasks)")
     click.echo("result: " + json.dumps(result["result"], indent=2, sort_keys=True))
     click.echo(f"see it again with: polyfabric job show {job['id']}")
+
+
+def _ui_token(url: str, admin: str) -> str:
+    """A fresh operator token (12 h) to sign in to the web UI with; the admin token stays in its file."""
+    with ApiClient(url, admin) as client:
+        reply = client.post("/v1/tokens/api", {"name": f"ui-{int(time.time())}", "role": "operator",
+                                               "domains": ["*"], "ttl_s": 12 * 3600})
+    return str(reply["token"])
 
 
 def _wait_nodes(url: str, admin: str, names: list[str], procs: list[subprocess.Popen[bytes]]) -> None:

@@ -200,6 +200,7 @@ class AgentClient(_Base):
         super().__init__(base_url, timeout, failover_s=failover_s)
         self._sign = sign
         self._clock = clock
+        self.last_elapsed: float | None = None
 
     def post(self, path: str, payload: dict[str, Any], *, idempotent: bool = True) -> Any:
         body = orjson.dumps(payload)
@@ -209,5 +210,6 @@ class AgentClient(_Base):
 
         response = self._send("POST", path, body=body, headers={"content-type": "application/json"},
                               idempotent=idempotent, sign=sign)
+        self.last_elapsed = response.elapsed.total_seconds()  # on the wire: the topology probe (issue 7)
         _raise_for(response)
         return response.json() if response.content else None

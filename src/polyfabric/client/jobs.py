@@ -161,9 +161,13 @@ class JobsClient(ApiClient):
     def cancel(self, job_id: str, reason: str = "") -> Dict:
         return self._act(job_id, "cancel", {"reason": reason})
 
-    def retry(self, job_id: str, reason: str = "") -> Dict:
-        """Re-run failed tasks and what depends on them; succeeded results are kept."""
-        return self._act(job_id, "retry", {"reason": reason})
+    def retry(self, job_id: str, reason: str = "", *, from_failed: bool = False) -> Dict:
+        """Re-run failed (and cancelled) tasks and what depends on them; succeeded results are kept.
+        `from_failed`: only the failed tasks and what was skipped or cancelled because of them."""
+        body: Dict = {"reason": reason}
+        if from_failed:
+            body["from_failed"] = True
+        return self._act(job_id, "retry", body)
 
     def set_priority(self, job_id: str, priority: int, reason: str = "") -> Dict:
         return self._act(job_id, "priority", {"priority": int(priority), "reason": reason})

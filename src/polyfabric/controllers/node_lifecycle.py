@@ -68,7 +68,7 @@ class NodeLifecycleController:
 
     def __init__(self, ctx: ServiceContext, nodes: NodeService, runtime: JobRuntime,
                  policy: QuarantinePolicy | None = None, *, period: float = 1.0,
-                 move_mode: MoveMode = MoveMode.REQUEUE) -> None:
+                 move_mode: MoveMode = MoveMode.REQUEUE, checkpoint_grace_s: float = 10.0) -> None:
         self._ctx = ctx
         self._nodes = nodes
         self._runtime = runtime
@@ -77,6 +77,7 @@ class NodeLifecycleController:
         # How attempts leave a node whose drain deadline passed. The checkpoint work replaces
         # REQUEUE with STOP_AFTER_CHECKPOINT here (see `_move`).
         self.move_mode = move_mode
+        self.checkpoint_grace_s = checkpoint_grace_s  # STOP_AFTER_CHECKPOINT: how long a task may take
         self.ledger = FailureLedger(self.policy.failure_window)
         # Bounded: if the passes stop (a coordinator that does not lead), the oldest evidence goes.
         self._inbox: deque[tuple[str, str, str, float]] = deque(maxlen=100_000)
@@ -228,7 +229,7 @@ class NodeLifecycleController:
             step = drain_step(attempts=self._runtime.attempts_on(node_id), deadline=deadline, now=now)
             if step is DrainStep.MOVE:
                 assert deadline is not None
-                moved = self._move(node_id, move_reason(node_id, deadline, self.move_mode))
+                moved = self._move(node_id, move_reason(node_id, deadline, self.move_mode), self.move_mode)
                 if moved:
                     done.moved[node_id] = done.moved.get(node_id, 0) + moved
                 step = drain_step(attempts=self._runtime.attempts_on(node_id), deadline=deadline, now=now)
@@ -244,10 +245,22 @@ class NodeLifecycleController:
             # A placement made on the strength of an older view of the node must not stay on it.
             self._move(node_id, f"node {node_id} retired after its drain")
 
-    def _move(self, node_id: str, reason: str) -> int:
-        """Take every attempt off the node and queue it again elsewhere (not a failure).
+    def _move(self, node_id: str, reason: str, mode: MoveMode = MoveMode.REQUEUE) -> int:
+        """Take every attempt off the node and queue it again elsewhere (not a failure); the next
+        attempt resumes from the task's last checkpoint, if it saved any.
 
-        The hook for checkpoints: with `MoveMode.STOP_AFTER_CHECKPOINT` the attempts should be
-        asked to checkpoint and stop, and be queued again when they report it; until checkpoints
-        exist, attempts are stopped and start over on their next node."""
-        return self._runtime.node_lost(node_id, reason, status="evicted", actor=ACTOR, action="task.evicted")
+        `MoveMode.STOP_AFTER_CHECKPOINT` (drains past their deadline): running attempts are first
+        asked to checkpoint and stop (`JobRuntime.ask_checkpoint`: the agent makes
+        `ctx.should_stop()` true and sends a command SIGTERM). One that saves a checkpoint is moved
+        at once (`JobRuntime.note_checkpoint`), one that ends is moved by its report, and one still
+        there after `checkpoint_grace_s` is moved anyway, from its last checkpoint. Attempts only
+        leased (not started) are moved at once. Returns the attempts moved by this call."""
+        if mode is MoveMode.REQUEUE or self.checkpoint_grace_s <= 0:
+            return self._runtime.node_lost(node_id, reason, status="evicted", actor=ACTOR, action="task.evicted")
+        _asked, moved = self._runtime.ask_checkpoint(node_id, reason)
+        overdue = self._runtime.checkpoint_overdue(node_id, self.checkpoint_grace_s)
+        if overdue:
+            moved += self._runtime.node_lost(
+                node_id, f"{reason}; no checkpoint within {self.checkpoint_grace_s:g}s: moved from its last one",
+                status="evicted", actor=ACTOR, action="task.evicted", tasks=overdue)
+        return moved

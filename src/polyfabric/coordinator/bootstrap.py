@@ -17,13 +17,21 @@ from fastapi import FastAPI
 
 from polyfabric.api.app import create_app
 from polyfabric.controllers.audit_signer import AuditHeadSigner
+from polyfabric.controllers.autoscaler import AutoscalerController
 from polyfabric.controllers.liveness_flush import LivenessFlusher
 from polyfabric.controllers.node_health import NodeHealthController
 from polyfabric.controllers.node_lifecycle import NodeLifecycleController
+from polyfabric.controllers.observability import ObservabilityController
 from polyfabric.controllers.runtime import Controller, LoopRunner
 from polyfabric.controllers.scheduler import SchedulerController
+from polyfabric.controllers.topology_flush import TopologyFlusher
+from polyfabric.controllers.gc import GcController
+from polyfabric.controllers.schedules import ScheduleController
 from polyfabric.coordinator.role import CoordinatorRole, exclusive_lock
 from polyfabric.coordinator.settings import CoordinatorSettings
+from polyfabric.domain.drain import MoveMode
+from polyfabric.providers.local import LocalProvider
+from polyfabric.providers.ssh import SshProvider
 from polyfabric.security.keys import b64e, generate_private_key, load_private_key, public_key_raw, save_private_key
 from polyfabric.security.signing import sign_bytes
 from polyfabric.services.container import Services
@@ -110,6 +118,15 @@ def build(settings: CoordinatorSettings) -> Coordinator:
     ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=signer, detector=settings.detector,
                          leadership=leadership)
     services = Services.build(ctx)
+    _configure_triggers(services)
+    if services.checkpoints is not None:
+        services.checkpoints.directory = settings.checkpoint_dir or settings.data_dir / "checkpoints"
+    if services.secrets is not None:
+        services.secrets.configure(settings.data_dir / "secrets.key")
+    _configure_observability(services, settings)
+    if services.pools is not None:  # issue 7: elastic node pools
+        services.pools.providers = {"local": LocalProvider(settings.data_dir), "ssh": SshProvider()}
+        services.pools.coordinator_urls = (settings.advertise,)
     services.audit.register_key()
     issued = services.tokens.bootstrap_admin()
     if issued is not None:
@@ -122,12 +139,19 @@ def build(settings: CoordinatorSettings) -> Coordinator:
         return [
             NodeHealthController(ctx, services.nodes, on_down=services.runtime.node_lost),
             SchedulerController(services.runtime),
-            NodeLifecycleController(ctx, services.nodes, services.runtime, settings.quarantine),
+            NodeLifecycleController(ctx, services.nodes, services.runtime, settings.quarantine,
+                                    move_mode=MoveMode.STOP_AFTER_CHECKPOINT if settings.drain_checkpoint_grace_s > 0
+                                    else MoveMode.REQUEUE, checkpoint_grace_s=settings.drain_checkpoint_grace_s),
             LivenessFlusher(services.nodes, settings.liveness_flush_s),
+            TopologyFlusher(services.topology, settings.liveness_flush_s),  # issue 7
             AuditHeadSigner(services.audit, settings.audit_sign_s),
+            *([AutoscalerController(services.pools)] if services.pools is not None else []),  # issue 7
+            *_trigger_controllers(services),  # issue 7: cron schedules, garbage collection
+            ObservabilityController(services.telemetry_history, services.ledger, services.runtime),  # type: ignore[arg-type]
         ]
 
     app = create_app(services, body_limit=settings.body_limit)
+    app.state.metrics_public = settings.metrics_public  # GET /metrics without a token (api/routes/metrics.py)
     role = CoordinatorRole(services, controllers, app.state.notifier, LoopRunner(controllers()) if solo else None)
     return Coordinator(settings, store, services, app, role, issued is not None, locks)
 
@@ -146,3 +170,31 @@ def _write_secret(path: Path, value: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _configure_triggers(services: Services) -> None:
+    """Schedule and GC settings from the environment (issue 7; documented in docs/triggers.md and
+    docs/operations.md): POLYFABRIC_SCHEDULE_TICK_S, POLYFABRIC_SCHEDULE_GRACE_S,
+    POLYFABRIC_JOB_TTL (a duration or 'never'), POLYFABRIC_GC_INTERVAL_S."""
+    from polyfabric.domain.jobs import parse_duration
+
+    assert services.schedules is not None and services.gc is not None
+    services.schedules.grace_s = float(os.environ.get("POLYFABRIC_SCHEDULE_GRACE_S", "30"))
+    ttl = os.environ.get("POLYFABRIC_JOB_TTL", "7d").strip()
+    services.gc.default_ttl_s = float("inf") if ttl.lower() in ("never", "forever") else parse_duration(ttl)
+
+
+def _trigger_controllers(services: Services) -> list[Controller]:
+    assert services.schedules is not None and services.gc is not None
+    return [ScheduleController(services.schedules, float(os.environ.get("POLYFABRIC_SCHEDULE_TICK_S", "1"))),
+            GcController(services.gc, float(os.environ.get("POLYFABRIC_GC_INTERVAL_S", "300")))]
+
+
+def _configure_observability(services: Services, settings: CoordinatorSettings) -> None:
+    """Telemetry history interval and fair share (docs/observability.md)."""
+    from polyfabric.scheduling.fairshare import FairShare
+
+    assert services.telemetry_history is not None and services.ledger is not None
+    services.telemetry_history.configure(settings.telemetry_interval_s)
+    services.ledger.balance_window_s = settings.fair_share_window_s
+    services.runtime.fair_share = FairShare(enabled=settings.fair_share)

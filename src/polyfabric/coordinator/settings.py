@@ -28,6 +28,16 @@ class CoordinatorSettings:
     # this one leads (default: http://HOST:PORT of --listen), and the leader lease's lifetime.
     advertise_url: str | None = None
     lease_ttl_s: float = 5.0
+    # Checkpoints (services/checkpoints.py): where their bytes are kept (default DATA_DIR/checkpoints),
+    # and how long a drained node's running task may take to checkpoint before it is moved anyway.
+    checkpoint_dir: Path | None = None
+    drain_checkpoint_grace_s: float = 10.0
+    # Observability (docs/observability.md): /metrics without a token (opt-in), the telemetry history's
+    # raw interval, and fair share between domains (off by default) over this much ledger history.
+    metrics_public: bool = False
+    telemetry_interval_s: float = 10.0
+    fair_share: bool = False
+    fair_share_window_s: float = 7 * 86400.0
 
     @property
     def advertise(self) -> str:

@@ -47,6 +47,25 @@ ACTIONS: dict[str, Role] = {
     "job.read": Role.VIEWER,
     "job.submit": Role.SUBMITTER,
     "job.manage": Role.OPERATOR,
+    "usage.read": Role.VIEWER,  # the contribution ledger, limited to the token's domains
+    "metrics.read": Role.VIEWER,  # GET /metrics: fabric-wide, so it also needs the domain "*"
+    "schedule.read": Role.VIEWER,  # issue 7: cron schedules, webhook triggers, garbage collection
+    "schedule.manage": Role.SUBMITTER,
+    "trigger.read": Role.VIEWER,
+    "trigger.manage": Role.SUBMITTER,
+    "gc.read": Role.OPERATOR,
+    "gc.run": Role.OPERATOR,
+    "policy.read": Role.VIEWER,  # issue 6: policies (network scope needs admin: domain.manage)
+    "policy.manage": Role.OPERATOR,
+    "policy.test": Role.SUBMITTER,
+    "config.read": Role.VIEWER,  # issue 6: configuration documents (network/selector scope need admin)
+    "config.manage": Role.OPERATOR,
+    "secret.read": Role.VIEWER,  # names and metadata only; values are never readable through the API
+    "secret.manage": Role.OPERATOR,
+    "secret.rotate": Role.ADMIN,
+    "pool.read": Role.VIEWER,  # issue 7: elastic node pools
+    "pool.manage": Role.ADMIN,  # a pool starts processes on the coordinator's machine or over SSH
+    "quota.manage": Role.ADMIN,
 }
 
 

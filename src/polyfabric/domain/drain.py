@@ -29,7 +29,7 @@ class MoveMode(StrEnum):
     """How attempts leave a node whose drain deadline passed."""
 
     REQUEUE = "requeue"  # stop now; the next attempt starts from the beginning (what exists today)
-    STOP_AFTER_CHECKPOINT = "stop after checkpoint"  # reserved: checkpoint, stop, resume elsewhere
+    STOP_AFTER_CHECKPOINT = "stop after checkpoint"  # ask for a checkpoint, stop, resume elsewhere from it
 
 
 def drain_step(*, attempts: int, deadline: float | None, now: float) -> DrainStep:
@@ -41,5 +41,7 @@ def drain_step(*, attempts: int, deadline: float | None, now: float) -> DrainSte
 
 
 def move_reason(node_id: str, deadline: float, mode: MoveMode = MoveMode.REQUEUE) -> str:
-    how = "stopped and queued again for another node" if mode is MoveMode.REQUEUE else mode.value
+    how = ("stopped and queued again for another node" if mode is MoveMode.REQUEUE else
+           f"{mode.value}: asked to checkpoint, then stopped and queued again for another node, resuming "
+           "from its checkpoint")
     return f"drain deadline of node {node_id} passed ({deadline:.0f}): {how}"

@@ -169,6 +169,22 @@ class TaskSpec:
     workdir: str | None = None
     priority: int | None = None
     description: str = ""
+    # Negotiation (issue 6): labels policies and node owners read; `requires` (CEL over `node`:
+    # a hard requirement) and `rank` (CEL: a preference, 0..100). None: the workflow's.
+    labels: dict[str, str] = field(default_factory=dict)
+    requires: str | None = None
+    rank: str | None = None
+    # Placement (issue 7, topology): run near the nodes of an upstream task, spread instances
+    # across the values of a label, prefer labels (weights; negative: avoid), require labels.
+    near: str | None = None
+    spread: str | None = None
+    affinity: tuple[tuple[str, str, float], ...] = ()
+    constraints: dict[str, str] = field(default_factory=dict)
+
+    keep: bool = False  # retention (issue 7): its outputs outlive the job's ttl
+    # Secrets (issue 6): target -> ("env" | "file", secret name in the job's domain); sealed to the node
+    # running each attempt (services/secrets.py), never part of the task's stored payload.
+    secrets: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.function is None):
@@ -194,6 +210,11 @@ class WorkflowSpec:
     max_parallel: int | None = None
     description: str = ""
     order: tuple[str, ...] = ()
+    ttl_s: float | None = None  # retention (issue 7): None = the coordinator's default; inf = never
+    keep: tuple[str, ...] = ()  # tasks whose outputs outlive the ttl (besides those with keep: true)
+    labels: dict[str, str] = field(default_factory=dict)  # issue 6: the job's labels, for policies
+    requires: str | None = None  # CEL over `node` every task of the job requires
+    rank: str | None = None  # CEL: how much the job prefers a node (0..100)
 
     def __post_init__(self) -> None:
         if not self.order:

@@ -60,7 +60,7 @@ class Coordinate:
         return len(self.vec) == len(other.vec)
 
     def raw_distance(self, other: Coordinate) -> float:
-        return _magnitude(_diff(self.vec, other.vec)) + self.height + other.height
+        return math.dist(self.vec, other.vec) + self.height + other.height
 
     def distance(self, other: Coordinate) -> float:
         """Estimated round trip to `other`, in seconds (Serf's `DistanceTo`)."""

@@ -181,6 +181,7 @@ class _Pass:
         self._sort_plugins(profile)
         self._sort_nodes(ordered)
         self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
+        self.task_explained: dict[Hashable, tuple[Mapping[str, int], list[NodeView], bool]] = {}
         self.lowest: dict[str, int] | None = None
         self.lowest_anywhere = 0
         self.n_class_checks = 0
@@ -334,8 +335,14 @@ class _Pass:
                     cs.later = self._victim_order(cs.later)
                 summary, later, not_now = cs.summary, cs.later, cs.not_now
             else:  # the class has candidates, but TASK filters refused them all for this task
-                summary, later, not_now = self._explain(cs, task)
-                later = self._victim_order(later)
+                # Tasks of a class that the TASK filters see alike (same policy class, same
+                # exclusions) share one explanation per pass, as a class does.
+                memo_key = (key, task.policy_class, task.excluded_nodes)
+                memo = self.task_explained.get(memo_key)
+                if memo is None:
+                    summary, later, not_now = self._explain(cs, task)
+                    memo = self.task_explained[memo_key] = (summary, self._victim_order(later), not_now)
+                summary, later, not_now = memo
             if self._preempt(task, cs, summary, later, preemptions, unplaced):
                 continue
             if not self.shuffled:
@@ -648,6 +655,11 @@ class _Pass:
             key = _UNCHOSEN if verdict is None else verdict.key
             summary[key] = summary.get(key, 0) + 1
             if verdict is not None and verdict.status is _NOT_NOW:
+                # A node this task can never use (a TASK filter says NEVER: excluded, a policy) is
+                # no place to preempt for it, however busy it is.
+                if task is not None and self.task_filters and any(
+                        check(task, node, cycle).status is Status.NEVER for check in self.task_filters):
+                    continue
                 later.append(node)
         return MappingProxyType(summary), later, bool(later)
 

@@ -20,25 +20,39 @@ from polyfabric.scheduling.filters import (
     MaxTasksFilter,
     NodeStateFilter,
 )
+from polyfabric.scheduling.filters.policy import PolicyFilter, PolicyRankScorer, PolicyShareFilter
 from polyfabric.scheduling.framework import Filter, Gate, Scope, Scorer, VictimFilter
 from polyfabric.scheduling.limits import ConcurrencyGate
-from polyfabric.scheduling.scorers import BinPackScorer, SpreadScorer
+from polyfabric.scheduling.scorers import (
+    AffinityScorer,
+    BinPackScorer,
+    LocalityScorer,
+    SpreadScorer,
+    ZoneSpreadScorer,
+)
 
 __all__ = [
     "DEFAULT_FILTERS",
     "DEFAULT_GATES",
     "DEFAULT_SCORERS",
+    "TOPOLOGY_SCORERS",
     "NodeOrder",
     "Profile",
     "Registry",
     "WeightedScorer",
     "builtin_registry",
     "default_profile",
+    "with_policies",
+    "topology_profile",
+    "with_topology",
 ]
 
 DEFAULT_FILTERS = ("node_state", "excluded", "labels", "max_tasks", "capacity")
 """Cheap class-level questions first, then the ones that read the cycle's tallies."""
 DEFAULT_SCORERS: Mapping[str, float] = {"binpack": 1.0}
+TOPOLOGY_SCORERS: Mapping[str, float] = {"binpack": 1.0, "locality": 4.0, "zone_spread": 4.0, "affinity": 2.0}
+"""binpack plus the topology TASK scorers, weighted so a task's own placement wishes outweigh
+packing; tasks that ask for none of them get equal topology scores everywhere."""
 DEFAULT_GATES = ("concurrency",)
 
 Spec = str | tuple[str, Mapping[str, Any]]
@@ -188,8 +202,47 @@ def builtin_registry() -> Registry:
     registry.add_filter("capacity", CapacityFilter)
     registry.add_scorer("binpack", BinPackScorer)
     registry.add_scorer("spread", SpreadScorer)
+    registry.add_scorer("locality", LocalityScorer)
+    registry.add_scorer("zone_spread", ZoneSpreadScorer)
+    registry.add_scorer("affinity", AffinityScorer)
     registry.add_gate("concurrency", ConcurrencyGate)
+    registry.add_filter("policy", PolicyFilter)
+    registry.add_filter("policy_share", PolicyShareFilter)
+    registry.add_scorer("policy_rank", PolicyRankScorer)
     return registry
+
+
+def with_policies(profile: Profile, policies: Sequence[Any] = (), *, rank_weight: float = 1.0) -> Profile:
+    """`profile` plus the policy plugins (filters/policy.py): `policy` right after the CLASS
+    filters it follows in cost (after `labels`, else first), `policy_share` last, `policy_rank`
+    as a scorer. Any earlier policy plugins are replaced: call it again when policies change."""
+    own = {"policy", "policy_share"}
+    filters = [f for f in profile.filters if f.name not in own]
+    names = [f.name for f in filters]
+    at = names.index("labels") + 1 if "labels" in names else 0
+    filters.insert(at, PolicyFilter(policies))
+    filters.append(PolicyShareFilter(policies))
+    scorers = [w for w in profile.scorers if w.scorer.name != "policy_rank"]
+    scorers.append(WeightedScorer(PolicyRankScorer(), rank_weight))
+    return Profile(profile.name, tuple(filters), tuple(scorers), profile.gates, profile.victim_filters,
+                   profile.preemption, profile.node_order)
+
+
+def with_topology(profile: Profile, weights: Mapping[str, float] | None = None) -> Profile:
+    """`profile` plus the topology TASK scorers (locality, zone_spread, affinity), replacing any
+    already there. The runtime uses it only for passes where some task asks for topology."""
+    weights = dict(TOPOLOGY_SCORERS if weights is None else weights)
+    weights.pop("binpack", None)
+    factories = {"locality": LocalityScorer, "zone_spread": ZoneSpreadScorer, "affinity": AffinityScorer}
+    scorers = [w for w in profile.scorers if w.scorer.name not in factories]
+    scorers += [WeightedScorer(factories[name](), weight) for name, weight in weights.items()]
+    return Profile(profile.name, profile.filters, tuple(scorers), profile.gates, profile.victim_filters,
+                   profile.preemption, profile.node_order)
+
+
+def topology_profile() -> Profile:
+    """The default profile plus the topology scorers (locality, zone_spread, affinity)."""
+    return builtin_registry().profile("topology", scorers=TOPOLOGY_SCORERS)
 
 
 def default_profile() -> Profile:

@@ -9,8 +9,9 @@ stale plan from a fresh one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from polyfabric.domain.errors import NotFound, ValidationError
 from polyfabric.domain.node_states import NodeState
@@ -77,6 +78,11 @@ class TaskRequest:
     spread: str | None = None
     group: str | None = None
     affinity: tuple[tuple[str, str, float], ...] = ()
+    # Policies and negotiation (filters/policy.py): tasks with equal `policy_class` have equal
+    # `attributes` (the job and the task as policies see them, the task's `requires` and `rank`).
+    policy_class: Hashable = None
+    attributes: Any = field(default=None, compare=False)
+    rank_key: Hashable = None  # tasks with a `rank:` over nodes: the rank scorer's class key
 
     def __post_init__(self) -> None:
         _check_resources(f"task {self.task_id}", self.resources)

@@ -41,6 +41,7 @@ and the return value must be JSON values.
 from polyfabric.client.errors import ApiError, ClientError, CoordinatorUnreachable
 from polyfabric.client.jobs import WaitTimeout, WorkflowRejected
 from polyfabric.sdk.client import Client, JobFailed, JobResult, Run
+from polyfabric.sdk.context import CheckpointError, NotInTask, TaskContext, task_context
 from polyfabric.sdk.functions import TaskFunction, function_ref, task
 from polyfabric.sdk.workflow import ITEM, Expr, Task, Workflow
 from polyfabric.workflow.spec import WorkflowInvalid
@@ -48,14 +49,17 @@ from polyfabric.workflow.spec import WorkflowInvalid
 __all__ = [
     "ITEM",
     "ApiError",
+    "CheckpointError",
     "Client",
     "ClientError",
     "CoordinatorUnreachable",
     "Expr",
     "JobFailed",
     "JobResult",
+    "NotInTask",
     "Run",
     "Task",
+    "TaskContext",
     "TaskFunction",
     "WaitTimeout",
     "Workflow",
@@ -63,4 +67,5 @@ __all__ = [
     "WorkflowRejected",
     "function_ref",
     "task",
+    "task_context",
 ]

@@ -112,8 +112,8 @@ class Run:
     def cancel(self, reason: str = "") -> Run:
         return self._set(self.client.api.cancel(self.id, reason))
 
-    def retry(self, reason: str = "") -> Run:
-        return self._set(self.client.api.retry(self.id, reason))
+    def retry(self, reason: str = "", *, from_failed: bool = False) -> Run:
+        return self._set(self.client.api.retry(self.id, reason, from_failed=from_failed))
 
     def set_priority(self, priority: int, reason: str = "") -> Run:
         return self._set(self.client.api.set_priority(self.id, priority, reason))

@@ -60,6 +60,7 @@ class JobService:
             out["lost"] = uow.jobs.lost_total(job_id)
             out["result"] = row["result"]
             out["document"] = row["document"]
+            out["policy"] = _policy_summary(uow.policies.decisions(job_id=job_id, limit=10_000))
         return out
 
     def tasks(self, principal: Principal, job_id: str, *, status: str | None, after: str | None,
@@ -101,6 +102,7 @@ class JobService:
             out = self.task_out(t, lost=sum(1 for a in attempts if a["status"] in _LOST))
             out["attempts"] = attempts
             out["payload"] = t["payload"]
+            out["policy"] = _policy_summary(uow.policies.decisions(job_id=t["job_id"], task_id=task_id))
         return out
 
     def logs(self, principal: Principal, task_id: str, *, attempt: int | None, after: int,
@@ -130,3 +132,25 @@ class JobService:
                 "not_before": t["not_before"], "started_at": t["started_at"], "finished_at": t["finished_at"],
                 "result": t["result"], "error": t["error"], "exit_code": t["exit_code"],
                 "pending_reason": self.runtime.pending_reasons.get(t["id"])}
+
+
+def _policy_summary(rows: builtins.list[dict[str, Any]]) -> dict[str, Any]:
+    """Which policy versions admitted the job and allowed each placement, and every offer a node
+    declined (issue 6): what `job show` and `task show` print."""
+    admission = next((r for r in rows if r["kind"] == "admission"), None)
+    placements, declines, dry = [], [], []
+    for r in rows:
+        findings = r["findings"] or []
+        if r["kind"] == "placement":
+            placements.append({"task_id": r["task_id"], "attempt": r["attempt"], "node_id": r["node_id"],
+                               "allowed_by": [f"{f['policy']} v{f['version']}" for f in findings if f["allowed"]]})
+        elif r["kind"] == "offer" and not r["allowed"]:
+            declines.append({"task_id": r["task_id"], "attempt": r["attempt"], "node_id": r["node_id"],
+                             "reason": "; ".join(f["reason"] for f in findings) or "declined",
+                             "policy": next((f"{f['policy']} v{f['version']}" for f in findings), None)})
+        dry.extend({"task_id": r["task_id"], "node_id": r["node_id"], "policy": f"{f['policy']} v{f['version']}",
+                    "scope": f["scope"], "reason": f["reason"]}
+                   for f in findings if f.get("dry_run") and not f["allowed"])
+    return {"admitted_by": [f"{f['policy']} v{f['version']}" for f in (admission or {}).get("findings", [])
+                            if f["allowed"]],
+            "placements": placements, "declines": declines, "dry_run": dry}

@@ -33,6 +33,11 @@ class NodeLiveness:
     conditions: list[dict[str, Any]] = field(default_factory=list)
     down_times: list[float] = field(default_factory=list)
     heartbeats: int = 0
+    # Topology (services/topology.py): measured network coordinates (a domain.vivaldi.Coordinate),
+    # the last round trip to the coordinator, the echo address peers may probe.
+    coords: Any = None
+    coord_rtt: float | None = None
+    echo: str | None = None
 
 
 class LivenessTable:
@@ -42,6 +47,7 @@ class LivenessTable:
         self._lock = threading.Lock()
         self._nodes: dict[str, NodeLiveness] = {}
         self._dirty: set[str] = set()
+        self._coords_dirty: set[str] = set()
 
     def get(self, node_id: str) -> NodeLiveness | None:
         return self._nodes.get(node_id)
@@ -73,6 +79,25 @@ class LivenessTable:
             entry.heartbeats += 1
             self._dirty.add(node_id)
             return entry
+
+    def set_coords(self, node_id: str, coords: Any, rtt: float | None, echo: str | None) -> NodeLiveness | None:
+        """Record a node's reported coordinates; written later in a batch (`take_dirty_coords`)."""
+        with self._lock:
+            entry = self._nodes.get(node_id)
+            if entry is None:
+                return None
+            entry.coords = coords
+            if rtt is not None:
+                entry.coord_rtt = rtt
+            entry.echo = echo
+            self._coords_dirty.add(node_id)
+            return entry
+
+    def take_dirty_coords(self) -> list[NodeLiveness]:
+        with self._lock:
+            rows = [self._nodes[n] for n in self._coords_dirty if n in self._nodes]
+            self._coords_dirty.clear()
+            return rows
 
     def take_dirty(self) -> list[tuple[str, float, dict[str, Any]]]:
         with self._lock:

@@ -24,10 +24,12 @@ __all__ = [
     "JobRepository",
     "JoinTokenRow",
     "LeadershipRepository",
+    "LedgerRepository",
     "LeaseRow",
     "NodeRepository",
     "Signer",
     "Store",
+    "TelemetryRepository",
     "TokenRepository",
     "UnitOfWork",
 ]
@@ -205,6 +207,23 @@ class LeadershipRepository(Protocol):
     def release(self, holder: str, epoch: int, now: float) -> bool: ...
 
 
+class TelemetryRepository(Protocol):
+    """Per-node telemetry history (store.repositories.telemetry): points by node, resolution, bucket."""
+
+    def add_points(self, rows: list[dict[str, Any]]) -> None: ...
+    def points(self, node_id: str, resolution: int, since: float, limit: int = 10_000) -> list[dict[str, Any]]: ...
+    def prune(self, resolution: int, before: float) -> int: ...
+
+
+class LedgerRepository(Protocol):
+    """The contribution ledger (store.repositories.ledger): one row per finished attempt."""
+
+    def add(self, rows: list[dict[str, Any]]) -> None: ...
+    def rows(self, *, domain: str | None = None, domains: tuple[str, ...] | None = None,
+             since: float | None = None, job_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def totals(self, side: str, since: float | None = None) -> dict[str, dict[str, float]]: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Leaving the `with` block without `commit()` rolls everything back."""
 
@@ -214,6 +233,17 @@ class UnitOfWork(Protocol):
     audit: AuditRepository
     jobs: JobRepository
     leadership: LeadershipRepository
+    schedules: Any  # store.repositories.schedules (issue 7: triggers)
+    triggers: Any  # store.repositories.triggers
+    retention: Any  # store.repositories.gc
+    telemetry: TelemetryRepository
+    ledger: LedgerRepository
+    policies: Any  # store.repositories.policies (issue 6)
+    config: Any  # store.repositories.config (issue 6: configuration documents)
+    secrets: Any  # store.repositories.secrets (ciphertext only)
+    manifests: Any  # store.repositories.manifests (signed results)
+    topology: Any  # store.repositories.topology (issue 7: network coordinates)
+    pools: Any  # store.repositories.pools (issue 7: elastic node pools)
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...

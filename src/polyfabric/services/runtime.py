@@ -27,15 +27,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from polyfabric.domain.access import Principal, authorize
-from polyfabric.domain.errors import Conflict, NotFound, Unavailable, ValidationError
+from polyfabric.domain.errors import Conflict, NotFound, NotPermitted, Unavailable, ValidationError
 from polyfabric.domain.jobs import WorkflowState
 from polyfabric.domain.node_states import NodeState
+from polyfabric.domain.policy import Policy
+from polyfabric.domain.policy import admission as admission_decision
 from polyfabric.domain.resources import Resources
 from polyfabric.domain.task_states import TERMINAL, TaskState
+from polyfabric.observability import metrics as obs
+from polyfabric.scheduling.fairshare import FairShare
+from polyfabric.scheduling.fairshare import order as fair_share_order
+from polyfabric.scheduling.filters.policy import PolicyFilter
 from polyfabric.scheduling.pipeline import schedule
-from polyfabric.scheduling.registry import default_profile
+from polyfabric.scheduling.registry import default_profile, with_policies, with_topology
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.ledger import ledger_row
+from polyfabric.services.policies import attributes_of, job_variables
 from polyfabric.services.ports import AuditEntry, UnitOfWork
 from polyfabric.workflow.engine import (
     Cancel,
@@ -108,6 +116,12 @@ class Assignment:
     preempted_by: str | None = None
     committed: bool = True  # False until the commit that made it is durable: only then is it sent
     cancel_sent_at: float = -1e18
+    offered_at: float = 0.0  # when the lease (an offer: the node accepts or declines) was made
+    # Checkpoints (services/checkpoints.py): the attempt was asked to checkpoint and stop (a drain
+    # deadline passed); since when; when the ask was last sent to the node.
+    checkpoint_asked: str | None = None
+    checkpoint_asked_at: float = 0.0
+    checkpoint_sent_at: float = -1e18
 
 
 @dataclass
@@ -141,6 +155,8 @@ class _Pending:
     logs: list[dict[str, Any]] = field(default_factory=list)
     notify: set[str] = field(default_factory=set)
     assignments: list[Assignment] = field(default_factory=list)
+    decisions: list[dict[str, Any]] = field(default_factory=list)  # policy decisions (issue 6)
+    ledger: list[dict[str, Any]] = field(default_factory=list)  # usage of attempts that ended (services/ledger.py)
 
 
 JOB_NOTIFY_GAP_S = 0.1
@@ -172,6 +188,15 @@ class JobRuntime:
         self._by_node: dict[str, dict[str, Assignment]] = {}
         self._queue_seq = 0
         self._profile = default_profile()
+        # Policies and negotiation (issue 6): the current policy versions (services/policies.py
+        # hands them over), what policies see of each (job, task), and the nodes that declined a
+        # task (excluded for it until it ends). An offer unanswered for `offer_timeout_s` counts
+        # as a decline.
+        self._policies: list[Policy] = []
+        self._attrs: dict[tuple[str, str], Any] = {}
+        self._declined: dict[str, dict[str, str]] = {}
+        self.offer_timeout_s = 30.0
+        self._profile = with_policies(self._profile, ())
         self._rng = rng or random.Random()
         self._limits = ConcurrencyLimits()
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources]] = {}
@@ -191,6 +216,11 @@ class JobRuntime:
         self._failed_upto = 0
         self._committing = False
         self._job_seq = 0
+        # Fair share between domains (scheduling/fairshare.py; off by default): the policy and where
+        # the domains' (contributed, consumed) balances come from (services/ledger.py, cached).
+        self.fair_share = FairShare()
+        self.share_balances: Callable[[], dict[str, tuple[float, float]]] = dict
+        self._collecting: set[str] = set()  # jobs GC is deleting now: not to be revived meanwhile
 
     def set_notifier(self, notify: Notifier) -> None:
         self._notify = notify
@@ -201,6 +231,7 @@ class JobRuntime:
         """Rebuild the live state of every unfinished job from the store."""
         with self._lock, self._ctx.store.unit_of_work(readonly=True) as uow:
             self._load_limits(uow)
+            self._load_policies(uow)
             for job in uow.jobs.active_jobs():
                 rows = {r["key"]: r for r in uow.jobs.tasks_of(job["id"])}
                 spec = parse_workflow(job["document"], job["params"], expressions=(ex := Expressions()))
@@ -253,17 +284,25 @@ class JobRuntime:
     # -- submission and intervention ---------------------------------------------------------
 
     def submit(self, principal: Principal, document: dict[str, Any], params: dict[str, Any],
-               domain: str) -> dict[str, Any]:
+               domain: str, *, job_id: str | None = None) -> dict[str, Any]:
+        """Start a job. `job_id` chosen by the caller makes the call idempotent (a trigger that
+        recorded the id before submitting may submit again after a crash: the job exists once)."""
         authorize(principal, "job.submit", domain)
         if not isinstance(document, dict):
             raise ValidationError("the workflow must be a mapping (a YAML document with name and tasks)")
         expressions = Expressions()
         spec = parse_workflow(document, params, expressions=expressions)
         now = self._ctx.clock.now()
-        job_id = self._ctx.ids.new_id("j")
+        if job_id is not None:
+            with self._lock:
+                known = job_id in self._jobs
+            if known or self.exists(job_id):
+                return self.job_summary(job_id)
+        job_id = job_id or self._ctx.ids.new_id("j")
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             if uow.domains.get(domain) is None:
                 raise NotFound(f"domain {domain!r} does not exist (create it with 'polyfabric domain create')")
+        admitted = self._admit(principal, spec, job_id, domain, now)  # a deny raises, audited
         with self._lock:
             self._job_seq = max(self._job_seq, self._stored_job_seq()) + 1
             row = {"id": job_id, "seq": self._job_seq, "name": spec.name, "domain": domain, "status": "running",
@@ -278,6 +317,7 @@ class JobRuntime:
                 actor=principal.actor, action="job.submitted", subject=f"job:{job_id}", domain=domain,
                 cause="submitted", details={"name": spec.name, "tasks": len(spec.tasks),
                                             "priority": spec.priority, "params": params})])
+            self._pending.decisions.extend(admitted)
         self._await(ticket)
         return self.job_summary(job_id)
 
@@ -288,7 +328,9 @@ class JobRuntime:
         return self._job_seq
 
     def intervene(self, principal: Principal, job_id: str, action: str, reason: str,
-                  priority: int | None = None) -> dict[str, Any]:
+                  priority: int | None = None, *, from_failed: bool = False) -> dict[str, Any]:
+        """`from_failed` (retry): re-run only the failed tasks and what was skipped or cancelled
+        downstream of them (RetryFailed.only_failed); succeeded tasks keep their results either way."""
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             row = uow.jobs.get_job(job_id)
@@ -298,6 +340,8 @@ class JobRuntime:
             with self._lock:
                 job = self._jobs.get(job_id)
                 if job is None and action == "retry" and row["status"] in _FINAL_JOB:
+                    if job_id in self._collecting:
+                        raise Conflict(f"job {job_id} has expired and is being collected")
                     job = self._revive(uow, row)
         if job is None:
             raise Conflict(f"job {job_id} is {row['status']}: nothing to {action}")
@@ -309,7 +353,7 @@ class JobRuntime:
         elif action == "cancel":
             event = Cancel(reason=f"cancelled by {principal.actor}" + (f": {reason}" if reason else ""))
         elif action == "retry":
-            event = RetryFailed()
+            event = RetryFailed(only_failed=from_failed)
         elif action == "priority":
             if priority is None:
                 raise ValidationError("set-priority needs a priority")
@@ -335,7 +379,8 @@ class JobRuntime:
             ticket = self._stage(now, jobs=[job], audit=[AuditEntry(
                 actor=principal.actor, action=f"job.{action}", subject=f"job:{job_id}", domain=row["domain"],
                 cause=reason or f"operator {action}",
-                details={"priority": priority} if priority is not None else {})])
+                details={"priority": priority} if priority is not None else
+                {"from_failed": True} if action == "retry" and from_failed else {})])
         self._await(ticket)
         self.wake.set()
         return self.job_summary(job_id)
@@ -429,6 +474,7 @@ class JobRuntime:
                                                failures=record.failures if record else 0,
                                                not_before=inst.not_before), now)
         row = job.rows[inst.key]
+        checkpoint = (row.get("payload") or {}).get("checkpoint")  # the next attempt resumes from it
         row["priority"] = inst.priority
         row["node_id"] = None
         row["started_at"] = None
@@ -438,6 +484,8 @@ class JobRuntime:
                           "function": inst.function, "args": inst.args, "env": inst.env, "workdir": inst.workdir,
                           "timeout_s": inst.timeout_s, "resources": inst.resources.to_dict(),
                           "semaphore": inst.semaphore}
+        if checkpoint is not None:
+            row["payload"]["checkpoint"] = checkpoint
         self._queue_seq += 1
         row["queue_seq"] = self._queue_seq
         self._drop(row["id"])
@@ -492,6 +540,9 @@ class JobRuntime:
         if job is not None:
             for row in job.rows.values():
                 self._drop(row["id"])
+                self._declined.pop(row["id"], None)
+            for name in job.run.spec.tasks:
+                self._attrs.pop((job_id, name), None)
 
     # -- persistence: group commit -------------------------------------------------------------
     #
@@ -605,9 +656,11 @@ class JobRuntime:
             job.events.clear()
         return {"new_jobs": batch.new_jobs, "deleted": deleted, "inserts": inserts, "updates": updates,
                 "job_updates": job_updates, "events": events, "attempts_new": batch.attempts_new,
-                "attempts_update": batch.attempts_update, "logs": batch.logs, "audit": audit, "at": batch.at}
+                "attempts_update": batch.attempts_update, "logs": batch.logs, "audit": audit, "at": batch.at,
+                "policy_decisions": batch.decisions, "ledger": batch.ledger}
 
     def _write(self, work: dict[str, Any]) -> None:
+        started = time.perf_counter()
         with self._ctx.store.unit_of_work() as uow:
             self._ctx.leadership.fence(uow)  # only the leader's commits land (services/leadership.py)
             for row in work["new_jobs"]:
@@ -621,8 +674,15 @@ class JobRuntime:
             uow.jobs.add_attempts(work["attempts_new"])
             uow.jobs.update_attempts(work["attempts_update"])
             uow.jobs.add_logs(work["logs"])
+            if work.get("policy_decisions"):
+                uow.policies.add_decisions(work["policy_decisions"])
+            if work.get("ledger"):
+                uow.ledger.add(work["ledger"])
             uow.audit.append(work["audit"], work["at"])
             uow.commit()
+        obs.RUNTIME_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        if work.get("ledger"):
+            obs.LEDGER_ROWS.inc(len(work["ledger"]))
 
     def _after_commit(self, batch: _Pending) -> None:
         """The batch is durable: hand out its leases, drop finished jobs, wake who waits."""
@@ -739,6 +799,44 @@ class JobRuntime:
                     use[a.semaphore] = use.get(a.semaphore, 0) + 1
             return use
 
+    def allocated_by_node(self) -> dict[str, Resources]:
+        """What the attempts held on each node take (topology's free capacity)."""
+        with self._lock:
+            out: dict[str, Resources] = {}
+            for node_id, held in self._by_node.items():
+                total = Resources()
+                for a in held.values():
+                    total = total + a.resources
+                out[node_id] = total
+            return out
+
+    def _topology(self, q: QueuedTask, near_cache: dict[tuple[str, str], frozenset[str]]) -> dict[str, Any]:
+        """The placement a task's spec asks for (issue 7): near an upstream task's nodes, spread
+        across a label, label affinity, label constraints. Empty for most tasks."""
+        job = self._jobs.get(q.job_id)
+        if job is None:
+            return {}
+        row = job.rows.get(q.key)
+        name = row["task"] if row is not None else q.key.split("[", 1)[0]
+        spec = job.run.spec.tasks.get(name)
+        if spec is None or not (spec.near or spec.spread or spec.affinity or spec.constraints):
+            return {}
+        out: dict[str, Any] = {}
+        if spec.constraints:
+            out["constraints"] = spec.constraints
+        if spec.near:
+            near = near_cache.get((job.id, spec.near))
+            if near is None:
+                near = near_cache[(job.id, spec.near)] = frozenset(
+                    r["node_id"] for r in job.rows.values() if r.get("task") == spec.near and r.get("node_id"))
+            out["near"] = near
+        if spec.spread:
+            out["spread"] = spec.spread
+            out["group"] = f"{job.id}/{name}"
+        if spec.affinity:
+            out["affinity"] = spec.affinity
+        return out
+
     def limits(self) -> ConcurrencyLimits:
         return self._limits
 
@@ -778,10 +876,11 @@ class JobRuntime:
                 if a.preempted_by is not None:
                     evicting.add(a.preempted_by)
                 running.append(RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources, a.semaphore,
-                                           a.node_id, preemptible=a.cancel_reason is None))
+                                           a.node_id, preemptible=a.cancel_reason is None,
+                                           group=f"{a.job_id}/{a.key.split('[', 1)[0]}"))
             name, domain, labels, capacity = spec
             views.append(NodeView(entry.node_id, name, domain, entry.state, labels, capacity, allocated,
-                                  tuple(running)))
+                                  tuple(running), coords=entry.coords))
             if entry.state == NodeState.ACTIVE:
                 free_slots += max(0, capacity.slots - allocated.slots)
         return ClusterView(tuple(views), version=0, limits=self._limits), free_slots, evicting
@@ -790,6 +889,7 @@ class JobRuntime:
         """One scheduling pass: place what fits, start preemptions, explain the rest."""
         now = self._ctx.clock.now()
         self.wake.clear()
+        self._expire_offers(now)
         with self._lock:
             placed, staged = self._plan(now)
             if staged is None:
@@ -803,6 +903,7 @@ class JobRuntime:
         stage for them and for the preemptions it started (None: nothing changed)."""
         if not self._queue:
             return 0, None
+        pass_started = time.perf_counter()
         view, free_slots, evicting = self._view(now)
         wanted = max(free_slots * 2, 64)
         candidates: list[QueuedTask] = []
@@ -826,11 +927,30 @@ class JobRuntime:
             heapq.heappush(self._heap, entry)
         if not candidates:
             return 0, None
-        requests = [TaskRequest(q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
-                                excluded_nodes=frozenset(q.excluded)) for q in candidates]
-        plan = schedule(view, requests, self._profile, self._rng)
+        near_cache: dict[tuple[str, str], frozenset[str]] = {}
+        policy_filter: Any = next((f for f in self._profile.filters if f.name == "policy"), None)
+        classify = policy_filter.policy_class if policy_filter is not None else (lambda attrs, identity: identity)
+        requests = []
+        for q in candidates:
+            attrs = self._attributes(q)
+            requests.append(TaskRequest(
+                q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
+                excluded_nodes=self._excluded(q), attributes=attrs,
+                policy_class=classify(attrs, (q.job_id, q.key.split("[", 1)[0])),
+                rank_key=PolicyFilter.rank_key(attrs, (q.job_id, q.key.split("[", 1)[0])),
+                **self._topology(q, near_cache)))
+        if self.fair_share.enabled:  # equal priorities: contributing domains first (scheduling/fairshare.py)
+            requests = fair_share_order(requests, self.share_balances(), self.fair_share)
+        # Topology scorers only in passes where some task asks for them: the others stay on the
+        # fast path (issue 7; benchmarks/scheduling_topology.py).
+        profile = with_topology(self._profile) if any(r.near or r.spread or r.affinity for r in requests) \
+            else self._profile
+        plan = schedule(view, requests, profile, self._rng)
+        obs.SCHEDULING_PASS_SECONDS.observe(time.perf_counter() - pass_started)
+        obs.SCHEDULING_PLACEMENTS.inc(len(plan.placements))
         for unplaced in plan.unplaced:
-            self.pending_reasons[unplaced.task_id] = unplaced.describe()
+            self.pending_reasons[unplaced.task_id] = self._explain(unplaced, len(view.nodes))
+        by_task = {r.task_id: r for r in requests}
         if not plan.placements and not plan.preemptions:
             return 0, None
         touched: dict[str, ActiveJob] = {}
@@ -856,6 +976,9 @@ class JobRuntime:
                              "status": S.LEASED.value, "leased_at": now, "started_at": None,
                              "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
             self.pending_reasons.pop(queued.task_id, None)
+            assignment.offered_at = now
+            self._record_placement(by_task[queued.task_id], row["id"], queued.attempt, placement.node_id, job,
+                                   now, audit)
             touched[job.id] = job
             placed_nodes.add(placement.node_id)
         for preemption in plan.preemptions:
@@ -903,7 +1026,13 @@ class JobRuntime:
                     leases.append({"task_id": a.task_id, "job_id": a.job_id, "key": a.key, "attempt": a.attempt,
                                    "command": payload["command"], "function": payload["function"],
                                    "args": payload["args"], "env": payload["env"], "workdir": payload["workdir"],
-                                   "timeout_s": payload["timeout_s"], "resources": payload["resources"]})
+                                   "timeout_s": payload["timeout_s"], "resources": payload["resources"],
+                                   "offer": self._offer(job, a.key),
+                                   "checkpoint": payload.get("checkpoint")})
+                    spec = job.run.spec.tasks.get(row["task"])
+                    if spec is not None and getattr(spec, "secrets", None):
+                        # Names only: the API layer seals the values to this node (services/secrets.py).
+                        leases[-1]["secret_refs"] = {"domain": a.domain, "items": dict(spec.secrets)}
             return leases, cancels
 
     def report(self, node_id: str, events: list[dict[str, Any]], logs: list[dict[str, Any]],
@@ -986,7 +1115,7 @@ class JobRuntime:
             attempts.append({"task_id": task_id, "attempt": attempt, "status": S.RUNNING.value, "started_at": at,
                              "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
             return None
-        if kind not in ("finished", "cancelled", "rejected"):
+        if kind not in ("finished", "cancelled", "rejected", "declined"):
             return f"unknown event type {kind!r}"
         self._drop(a.task_id)
         self._recent_done[(a.task_id, a.attempt)] = node_id
@@ -996,16 +1125,24 @@ class JobRuntime:
         exit_code = event.get("exit_code")
         row["exit_code"] = exit_code
         row["started_at"] = row["started_at"] or (at if kind == "finished" else None)
-        if kind == "finished":
+        if a.checkpoint_asked is not None and not (kind == "finished" and event.get("status") == "succeeded"):
+            # Asked to checkpoint and stop (services/checkpoints.py): however it ended (SIGTERM ends
+            # most commands with a failure), it was moved, not failed: evicted, no retry used.
+            commands = job.run.handle(TaskPreempted(a.key, a.attempt, reason=a.checkpoint_asked), now)
+            outcome = "evicted"
+            self._pending.audit.append(AuditEntry(
+                actor="system:lifecycle", action="task.evicted", subject=f"node:{node_id}", cause=a.checkpoint_asked,
+                details={"attempts": [{"task": a.task_id, "attempt": a.attempt}], "ended": kind}))
+        elif kind == "finished":
             status = S.SUCCEEDED if event.get("status") == "succeeded" else S.FAILED
             commands = job.run.handle(TaskFinished(a.key, a.attempt, status, result=event.get("result"),
                                                    error=event.get("error")), now)
             outcome = status.value
-        elif a.preempted_by is not None or kind == "rejected":
+        elif a.preempted_by is not None or kind in ("rejected", "declined"):
             row["preemptions"] = row["preemptions"] + (1 if a.preempted_by else 0)
             commands = job.run.handle(TaskPreempted(a.key, a.attempt, reason=a.cancel_reason or
                                                     str(event.get("reason") or "")), now)
-            outcome = "preempted" if a.preempted_by else "rejected"
+            outcome = "preempted" if a.preempted_by else kind
         else:
             commands = job.run.handle(TaskFinished(a.key, a.attempt, S.CANCELLED,
                                                    error=a.cancel_reason or str(event.get("reason") or "")), now)
@@ -1014,24 +1151,190 @@ class JobRuntime:
                          "finished_at": at, "exit_code": exit_code,
                          "error": event.get("error") or event.get("reason") or a.cancel_reason,
                          "preempted_by": a.preempted_by})
+        obs.TASK_OUTCOMES.labels(outcome).inc()
+        usage = event.get("usage")
+        if usage:  # what the attempt used, as the node measured it: the ledger (services/ledger.py)
+            entry = self._ctx.liveness.get(node_id)
+            self._pending.ledger.append(ledger_row(
+                usage, task_id=a.task_id, attempt=a.attempt, job_id=job.id, key=a.key, node_id=node_id,
+                consumer=job.domain, provider=entry.domain if entry is not None else "", outcome=outcome,
+                finished_at=at))
         for listener in self.attempt_listeners:
             listener(node_id, a.task_id, a.attempt, outcome, now)
         job.dirty.add(a.key)
         self._apply(job, commands, now)
-        if kind == "rejected":
+        if kind in ("rejected", "declined"):
             queued = self._queue.get(a.task_id)
             if queued is not None:
                 queued.excluded.add(node_id)
+        if kind == "declined":
+            self._on_declined(a, node_id, event, now)
         return None
 
+    # -- policies and negotiation (issue 6) ------------------------------------------------------
+
+    def set_policies(self, policies: list[Policy]) -> None:
+        """The current policy versions: admission uses them from the next submit, placement from
+        the next pass (the profile's policy plugins are rebuilt)."""
+        with self._lock:
+            self._policies = list(policies)
+            self._profile = with_policies(self._profile, self._policies)
+        self.wake.set()
+
+    def _load_policies(self, uow: UnitOfWork) -> None:
+        from polyfabric.domain.policy import parse_policy
+
+        try:
+            rows = uow.policies.current()
+        except Exception:  # an older schema: no policies
+            log.exception("could not read the policies")
+            return
+        self._policies = [parse_policy(r["document"], version=r["version"]) for r in rows]
+        self._profile = with_policies(self._profile, self._policies)
+
+    def _admit(self, principal: Principal, spec: Any, job_id: str, domain: str, now: float) -> list[dict[str, Any]]:
+        """Admission policies at submit: a deny raises NotPermitted naming scope, policy, version
+        and reason (and is audited); an allow returns the decision rows to store with the job."""
+        policies = self._policies
+        if not policies:
+            return []
+        job, _tasks = job_variables(spec, job_id=job_id, domain=domain, submitted_by=principal.actor)
+        decision = admission_decision(policies, job, now)
+        findings = [f.to_dict() for f in (*decision.denies, *decision.would_deny, *decision.allowed_by)]
+        if decision.would_deny:
+            self._audit_now([AuditEntry(
+                actor="system:policy", action="policy.dry_run", subject=f"job:{job_id}", domain=domain,
+                cause="; ".join(f.describe() for f in decision.would_deny),
+                details={"kind": "admission", "would_deny": [f.to_dict() for f in decision.would_deny]})], now)
+        if not decision.allowed:
+            first = decision.denies[0]
+            self._audit_now([AuditEntry(
+                actor=principal.actor, action="job.denied", subject=f"job:{job_id}", domain=domain,
+                cause=first.describe(), details={"name": spec.name, "denies": [f.to_dict() for f in decision.denies]})],
+                now)
+            raise NotPermitted("the job was denied at admission: "
+                               + "; ".join(f.describe() for f in decision.denies))
+        if not findings:
+            return []
+        return [{"job_id": job_id, "task_id": None, "attempt": None, "node_id": None, "kind": "admission",
+                 "allowed": True, "findings": findings, "at": now}]
+
+    def _audit_now(self, entries: list[AuditEntry], now: float) -> None:
+        """Audit something that has no job row to ride with (a denied submit)."""
+        with self._ctx.store.unit_of_work() as uow:
+            uow.audit.append(entries, now)
+            uow.commit()
+
+    def _attributes(self, queued: QueuedTask) -> Any:
+        """What the policy plugins see of a queued task (one object per job and workflow task)."""
+        return self._attributes_of(queued.job_id, queued.key)
+
+    def _attributes_of(self, job_id: str, key: str) -> Any:
+        name = key.split("[", 1)[0]
+        found = self._attrs.get((job_id, name))
+        if found is None:
+            job = self._jobs.get(job_id)
+            if job is None:
+                return None
+            variables, tasks = job_variables(job.run.spec, job_id=job.id, domain=job.domain,
+                                             priority=job.run.priority)
+            for task_name in job.run.spec.tasks:
+                self._attrs[(job.id, task_name)] = attributes_of(job.run.spec, variables, tasks, task_name)
+            found = self._attrs.get((job_id, name))
+        return found
+
+    def _excluded(self, queued: QueuedTask) -> frozenset[str]:
+        declined = self._declined.get(queued.task_id)
+        if not declined:
+            return frozenset(queued.excluded)
+        return frozenset(queued.excluded) | frozenset(declined)
+
+    def _offer(self, job: ActiveJob, key: str) -> dict[str, Any] | None:
+        """What the node's owner policy reads of an offer: the job (without its task list) and the task."""
+        attrs = self._attributes_of(job.id, key)
+        if attrs is None:
+            return {"job": {"id": job.id, "name": job.name, "domain": job.domain, "labels": {}}, "task": {}}
+        return {"job": {k: v for k, v in attrs.job.items() if k != "tasks"}, "task": dict(attrs.task)}
+
+    def _explain(self, unplaced: Any, nodes: int) -> str:
+        """Why a task waits: nodes evaluated, counted by what ruled them out (filters, policies,
+        declines), like Nomad's placement metrics."""
+        text = unplaced.describe()
+        declined = self._declined.get(unplaced.task_id)
+        if declined:
+            shown = "; ".join(f"{node}: {reason}" for node, reason in list(declined.items())[:3])
+            more = f" (+{len(declined) - 3} more)" if len(declined) > 3 else ""
+            text = f"{text}; declined by {len(declined)} node(s): {shown}{more}"
+        return f"{nodes} nodes evaluated: {text}" if nodes else text
+
+    def _record_placement(self, request: TaskRequest, task_id: str, attempt: int, node_id: str, job: ActiveJob,
+                          now: float, audit: list[AuditEntry]) -> None:
+        """Which policy versions allowed this placement (and what a dry-run policy would have denied)."""
+        if not self._policies:
+            return
+        findings = ()
+        for flt in self._profile.filters:
+            if flt.name == "policy":
+                findings = flt.decision(request, node_id)  # type: ignore[attr-defined]
+                break
+        if not findings:
+            return
+        self._pending.decisions.append({"job_id": job.id, "task_id": task_id, "attempt": attempt, "node_id": node_id,
+                                        "kind": "placement", "allowed": True,
+                                        "findings": [f.to_dict() for f in findings], "at": now})
+        would = [f for f in findings if not f.allowed]
+        if would:
+            audit.append(AuditEntry(actor="system:policy", action="policy.dry_run", subject=f"task:{task_id}",
+                                    domain=job.domain, cause="; ".join(f.describe() for f in would),
+                                    details={"kind": "placement", "node": node_id, "attempt": attempt,
+                                             "would_deny": [f.to_dict() for f in would]}))
+
+    def _on_declined(self, a: Assignment, node_id: str, event: dict[str, Any], now: float) -> None:
+        """A node's owner declined an offer (or did not answer it in time): remember it for the
+        task (that node is excluded for it), record the signed answer and audit it."""
+        reason = str(event.get("reason") or "declined")
+        self._declined.setdefault(a.task_id, {})[node_id] = reason
+        policy = event.get("policy") or {}
+        finding = {"scope": "node", "policy": str(policy.get("name") or "owner"),
+                   "version": int(policy.get("version") or 0), "allowed": False, "reason": reason, "dry_run": False}
+        self._pending.decisions.append({"job_id": a.job_id, "task_id": a.task_id, "attempt": a.attempt,
+                                        "node_id": node_id, "kind": "offer", "allowed": False,
+                                        "findings": [finding], "at": now})
+        self._pending.audit.append(AuditEntry(
+            actor=f"node:{node_id}" if not event.get("timeout") else "system:scheduler", action="task.declined",
+            subject=f"task:{a.task_id}", domain=a.domain, cause=reason,
+            details={"node": node_id, "job": a.job_id, "key": a.key, "attempt": a.attempt,
+                     "policy": policy or None, "answer": event.get("answer"), "signature": event.get("signature"),
+                     "signature_valid": event.get("signature_valid"), "timeout": bool(event.get("timeout"))}))
+
+    def _expire_offers(self, now: float) -> None:
+        """An offer a node has not answered (started or declined) within `offer_timeout_s` counts
+        as a decline: the task goes back to the queue without that node."""
+        bound = self.offer_timeout_s
+        with self._lock:
+            stale = [a for a in self._assignments.values()
+                     if a.status == S.LEASED.value and a.committed and a.offered_at and a.cancel_reason is None
+                     and now - a.offered_at > bound]
+            if not stale:
+                return
+            touched: dict[str, ActiveJob] = {}
+            attempts: list[dict[str, Any]] = []
+            for a in stale:
+                self._on_report(a.node_id, {"type": "declined", "task_id": a.task_id, "attempt": a.attempt, "at": now,
+                                            "reason": f"the offer was not answered within {bound:g}s",
+                                            "timeout": True}, now, touched, attempts)
+            ticket = self._stage(now, jobs=list(touched.values()), attempts_update=attempts,
+                                 notify={f"task:{a.task_id}" for a in stale})
+        self._await(ticket)
+
     def node_lost(self, node_id: str, reason: str, *, status: str = "lost", actor: str = "system:health",
-                  action: str = "task.lost") -> int:
+                  action: str = "task.lost", tasks: set[str] | None = None) -> int:
         """A node went Down: its attempts are lost. Requeue them without counting a failure.
         Also how attempts leave a node that is quarantined or whose drain deadline passed (status
         "evicted"): the node may still run them, but its reports of them are fenced from now on."""
         now = self._ctx.clock.now()
         with self._lock:
-            lost = list(self._by_node.get(node_id, {}).values())
+            lost = [a for a in self._by_node.get(node_id, {}).values() if tasks is None or a.task_id in tasks]
             if not lost:
                 return 0
             touched: dict[str, ActiveJob] = {}
@@ -1045,6 +1348,7 @@ class JobRuntime:
                 attempts.append({"task_id": a.task_id, "attempt": a.attempt, "status": status,
                                  "started_at": job.rows[a.key]["started_at"], "finished_at": now, "exit_code": None,
                                  "error": reason, "preempted_by": None})
+                obs.TASK_OUTCOMES.labels(status).inc()
                 if a.cancel_reason is not None and a.preempted_by is None:
                     commands = job.run.handle(TaskFinished(a.key, a.attempt, S.CANCELLED, error=a.cancel_reason), now)
                 else:
@@ -1058,12 +1362,130 @@ class JobRuntime:
         self.wake.set()
         return len(lost)
 
+    # -- checkpoints (services/checkpoints.py; the drain's STOP_AFTER_CHECKPOINT) -------------
+
+    def is_current(self, task_id: str, attempt: int, node_id: str) -> bool:
+        """Is this the task's current attempt, on this node (the fence for checkpoints)?"""
+        with self._lock:
+            a = self._assignments.get(task_id)
+            return a is not None and a.node_id == node_id and a.attempt == attempt and a.cancel_reason is None
+
+    def note_checkpoint(self, task_id: str, attempt: int, node_id: str, meta: dict[str, Any]) -> bool:
+        """A checkpoint of the task was stored: its next attempt resumes from it. If the attempt
+        was asked to checkpoint and stop, it is taken off its node now (evicted); True then."""
+        now = self._ctx.clock.now()
+        with self._lock:
+            a = self._assignments.get(task_id)
+            job = self._jobs.get(a.job_id) if a is not None else None
+            if job is None:
+                job = next((j for j in self._jobs.values() if any(r["id"] == task_id for r in j.rows.values())), None)
+            row = next((r for r in job.rows.values() if r["id"] == task_id), None) if job is not None else None
+            ticket = 0
+            if row is not None and row["payload"] is not None:
+                known = (row["payload"].get("checkpoint") or {}).get("seq", 0)
+                if meta["seq"] > known:
+                    row["payload"] = {**row["payload"], "checkpoint": meta}
+                    job.dirty.add(row["key"])  # type: ignore[union-attr]
+                    ticket = self._stage(now, jobs=[job])  # type: ignore[list-item]
+            asked = (a is not None and a.node_id == node_id and a.attempt == attempt and a.checkpoint_asked) or None
+        if ticket:
+            self._await(ticket)
+        if asked is None:
+            return False
+        return self.node_lost(node_id, f"{asked}; it saved checkpoint {meta['seq']} and resumes from it",
+                              status="evicted", actor="system:lifecycle", action="task.evicted",
+                              tasks={task_id}) > 0
+
+    def ask_checkpoint(self, node_id: str, reason: str) -> tuple[int, int]:
+        """Ask every attempt running on the node to checkpoint and stop (the agent tells the task:
+        `ctx.should_stop()`, SIGTERM for commands). Attempts only leased (not started) cannot:
+        they are moved at once. Returns (asked now, moved now)."""
+        now = self._ctx.clock.now()
+        with self._lock:
+            asked, leased = 0, set()
+            for a in self._by_node.get(node_id, {}).values():
+                if a.cancel_reason is not None or a.checkpoint_asked is not None:
+                    continue
+                if a.status != S.RUNNING.value:
+                    leased.add(a.task_id)
+                    continue
+                a.checkpoint_asked, a.checkpoint_asked_at = reason, now
+                asked += 1
+        if asked:
+            self._notify(f"node:{node_id}")
+        moved = self.node_lost(node_id, reason, status="evicted", actor="system:lifecycle", action="task.evicted",
+                               tasks=leased) if leased else 0
+        return asked, moved
+
+    def checkpoint_asks_for(self, node_id: str) -> list[dict[str, Any]]:
+        """The checkpoint-and-stop requests to send to the node (repeated at most every 2 s)."""
+        now = self._ctx.clock.now()
+        with self._lock:
+            out = []
+            for a in self._by_node.get(node_id, {}).values():
+                if a.checkpoint_asked is not None and a.cancel_reason is None and now - a.checkpoint_sent_at >= 2.0:
+                    a.checkpoint_sent_at = now
+                    out.append({"task_id": a.task_id, "attempt": a.attempt, "reason": a.checkpoint_asked})
+            return out
+
+    def checkpoint_overdue(self, node_id: str, grace_s: float) -> set[str]:
+        """Tasks on the node asked to checkpoint more than `grace_s` ago that are still there."""
+        now = self._ctx.clock.now()
+        with self._lock:
+            return {a.task_id for a in self._by_node.get(node_id, {}).values()
+                    if a.checkpoint_asked is not None and now - a.checkpoint_asked_at >= grace_s}
+
     # -- reads ------------------------------------------------------------------------------
+
+    def exists(self, job_id: str) -> bool:
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            return uow.jobs.get_job(job_id) is not None
+
+    def holds(self, job_id: str) -> bool:
+        """Is the job live in memory (running, paused, being retried)? GC never touches those."""
+        with self._lock:
+            return job_id in self._jobs
+
+    def begin_collect(self, job_id: str) -> bool:
+        """GC is about to delete a finished job: False if it is live (then leave it); else no
+        `retry` revives it until `end_collect`."""
+        with self._lock:
+            if job_id in self._jobs:
+                return False
+            self._collecting.add(job_id)
+            return True
+
+    def end_collect(self, job_id: str) -> None:
+        with self._lock:
+            self._collecting.discard(job_id)
+
+    def stats(self) -> dict[str, Any]:
+        """Sizes of the live state, for metrics: ready tasks queued, attempts held by nodes
+        (leased or running), active jobs, and attempts per node."""
+        with self._lock:
+            running = sum(1 for a in self._assignments.values() if a.status == S.RUNNING.value)
+            return {"queued": len(self._queue), "assigned": len(self._assignments), "running": running,
+                    "jobs": len(self._jobs), "by_node": {n: len(held) for n, held in self._by_node.items() if held}}
 
     def attempts_on(self, node_id: str) -> int:
         """How many attempts a node holds (leased or running)."""
         with self._lock:
             return len(self._by_node.get(node_id, ()))
+
+    def waiting_tasks(self, now: float) -> list[tuple[str, str, Resources, dict[str, str]]]:
+        """Ready tasks still in the queue (not paused, not backing off), with their domain, resources
+        and required labels: the demand the autoscaler weighs (services/pools.py)."""
+        out: list[tuple[str, str, Resources, dict[str, str]]] = []
+        with self._lock:
+            for queued in self._queue.values():
+                job = self._jobs.get(queued.job_id)
+                if job is None or job.status == "paused" or queued.not_before > now:
+                    continue
+                row = job.rows.get(queued.key)
+                spec = job.run.spec.tasks.get(row["task"] if row is not None else queued.key.split("[", 1)[0])
+                out.append((queued.task_id, queued.domain, queued.resources,
+                            dict(spec.constraints) if spec is not None else {}))
+        return out
 
     def job_summary(self, job_id: str) -> dict[str, Any]:
         with self._ctx.store.unit_of_work(readonly=True) as uow:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "domain_quotas",
+    "pool_members",
+    "pools",
     "api_tokens",
+    "node_coordinates",
+    "policy_decisions",
+    "policy_versions",
+    "checkpoints",
     "config_docs",
     "config_nodes",
     "result_manifests",
@@ -439,7 +446,6 @@ secrets = sa.Table(
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),  # AES-GCM(kek, data key)
     sa.Column("ciphertext", sa.LargeBinary, nullable=False),  # AES-GCM(data key, value)
     sa.Column("size", sa.Integer, nullable=False),
-    sa.Column("digest", sa.String(16), nullable=False),  # HMAC(data key) prefix: tells versions apart, not the value
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("created_by", sa.String(200), nullable=False),
@@ -459,4 +465,118 @@ result_manifests = sa.Table(
     sa.Column("verified", sa.Boolean, nullable=False),  # checked by the coordinator when it arrived
     sa.Column("problem", sa.Text, nullable=True),
     sa.Column("received_at", sa.Float, nullable=False),
+)
+
+# -- checkpoints (issue 5): the metadata of each task's saved checkpoints; the bytes are files in the
+# coordinator's checkpoint directory (services/checkpoints.py) ---------------------------------------
+
+checkpoints = sa.Table(
+    "checkpoints",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("task_id", sa.String(32), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # the attempt that saved it (current when it did)
+    sa.Column("seq", sa.Integer, nullable=False),  # 1, 2, ... per task, across attempts
+    sa.Column("node_id", sa.String(32), nullable=False),
+    sa.Column("format", sa.String(8), nullable=False),  # json | bytes | tar
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(500), nullable=False),  # relative to the checkpoint directory
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("task_id", "seq"),
+)
+
+# -- policies (issue 6): every applied version of every policy, and the decisions that name them ----
+
+policy_versions = sa.Table(
+    "policy_versions",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("scope", sa.String(80), nullable=False),  # network | domain:NAME
+    sa.Column("mode", sa.String(8), nullable=False),  # enforce | dry-run
+    sa.Column("document", sa.JSON, nullable=False),  # the policy as applied
+    sa.Column("removed", sa.Boolean, nullable=False),  # a tombstone version written by `policy rm`
+    sa.Column("created_by", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+)
+
+policy_decisions = sa.Table(
+    "policy_decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job_id", sa.String(32), nullable=False, index=True),
+    sa.Column("task_id", sa.String(32), nullable=True),  # null: the job's admission
+    sa.Column("attempt", sa.Integer, nullable=True),
+    sa.Column("node_id", sa.String(32), nullable=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # admission | placement | offer
+    sa.Column("allowed", sa.Boolean, nullable=False),
+    sa.Column("findings", sa.JSON, nullable=False),  # [{scope, policy, version, allowed, reason, dry_run}]
+    sa.Column("at", sa.Float, nullable=False),
+)
+
+# -- topology (issue 7): each node's measured network coordinates (Vivaldi) and echo address,
+# written in batches from memory (services/topology.py), never per heartbeat --------------------
+
+node_coordinates = sa.Table(
+    "node_coordinates",
+    metadata,
+    sa.Column("node_id", sa.String(32), sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("coords", sa.JSON, nullable=False),  # {"vec": [...], "error", "adjustment", "height"}
+    sa.Column("rtt_s", sa.Float, nullable=True),  # the node's last measured round trip to the coordinator
+    sa.Column("echo", sa.String(200), nullable=True),  # host:port of its echo endpoint, if it has one
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
+# -- elastic node pools (issue 7): pools, the agents the autoscaler started for them, and each
+# domain's node quota (controllers/autoscaler.py) -------------------------------------------------
+
+pools = sa.Table(
+    "pools",
+    metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), nullable=False),
+    sa.Column("provider", sa.String(16), nullable=False),  # local | ssh
+    sa.Column("min_nodes", sa.Integer, nullable=False),
+    sa.Column("max_nodes", sa.Integer, nullable=False),
+    sa.Column("labels", sa.JSON, nullable=False),
+    sa.Column("idle_s", sa.Float, nullable=False),
+    sa.Column("scale_up_after_s", sa.Float, nullable=False),
+    sa.Column("start_timeout_s", sa.Float, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("cpu_millis", sa.BigInteger, nullable=False),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=False),
+    sa.Column("gpus", sa.Integer, nullable=False),
+    sa.Column("provider_config", sa.JSON, nullable=False),  # ssh: hosts, user, port, key file, command
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("target", sa.Integer, nullable=False),  # the alive size the last decision aimed at
+    sa.Column("last_reason", sa.Text, nullable=False),
+    sa.Column("last_signal", sa.JSON, nullable=False),
+    sa.Column("last_decision_at", sa.Float, nullable=True),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("created_by", sa.String(200), nullable=False),
+)
+
+pool_members = sa.Table(
+    "pool_members",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("pool", sa.String(63), sa.ForeignKey("pools.name", ondelete="CASCADE"), nullable=False, index=True),
+    sa.Column("state", sa.String(16), nullable=False),  # domain.pools.MemberState
+    sa.Column("node_id", sa.String(32), nullable=True),
+    sa.Column("handle", sa.JSON, nullable=False),  # what the provider needs to stop it (pid, host, dir)
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("idle_since", sa.Float, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+domain_quotas = sa.Table(
+    "domain_quotas",
+    metadata,
+    sa.Column("domain", sa.String(63), sa.ForeignKey("domains.name"), primary_key=True),
+    sa.Column("max_nodes", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("updated_by", sa.String(200), nullable=False),
 )

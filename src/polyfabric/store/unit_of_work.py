@@ -11,16 +11,30 @@ by one; readers are not held. PostgreSQL is left to its own row locks.
 from __future__ import annotations
 
 import threading
+import time
 
 from sqlalchemy.engine import Connection, Engine
 
+from polyfabric.observability.metrics import STORE_COMMIT_SECONDS
 from polyfabric.store.engine import create_engine, is_sqlite
 from polyfabric.store.repositories.audit import SqlAuditRepository
+from polyfabric.store.repositories.checkpoints import SqlCheckpointRepository
 from polyfabric.store.repositories.domains import SqlDomainRepository
 from polyfabric.store.repositories.jobs import SqlJobRepository
 from polyfabric.store.repositories.leadership import SqlLeadershipRepository
+from polyfabric.store.repositories.ledger import SqlLedgerRepository
 from polyfabric.store.repositories.nodes import SqlNodeRepository
+from polyfabric.store.repositories.policies import SqlPolicyRepository
+from polyfabric.store.repositories.pools import SqlPoolRepository
+from polyfabric.store.repositories.telemetry import SqlTelemetryRepository
 from polyfabric.store.repositories.tokens import SqlTokenRepository
+from polyfabric.store.repositories.topology import SqlTopologyRepository
+from polyfabric.store.repositories.gc import SqlRetentionRepository
+from polyfabric.store.repositories.schedules import SqlScheduleRepository
+from polyfabric.store.repositories.triggers import SqlTriggerRepository
+from polyfabric.store.repositories.config import SqlConfigRepository
+from polyfabric.store.repositories.manifests import SqlManifestRepository
+from polyfabric.store.repositories.secrets import SqlSecretRepository
 
 __all__ = ["SqlStore", "SqlUnitOfWork"]
 
@@ -61,10 +75,24 @@ class SqlUnitOfWork:
         self.audit = SqlAuditRepository(conn)
         self.jobs = SqlJobRepository(conn)
         self.leadership = SqlLeadershipRepository(conn)
+        self.policies = SqlPolicyRepository(conn)
+        self.checkpoints = SqlCheckpointRepository(conn)
+        self.schedules = SqlScheduleRepository(conn)
+        self.triggers = SqlTriggerRepository(conn)
+        self.retention = SqlRetentionRepository(conn)
+        self.telemetry = SqlTelemetryRepository(conn)
+        self.ledger = SqlLedgerRepository(conn)
+        self.config = SqlConfigRepository(conn)
+        self.secrets = SqlSecretRepository(conn)
+        self.manifests = SqlManifestRepository(conn)
+        self.topology = SqlTopologyRepository(conn)
+        self.pools = SqlPoolRepository(conn)
         return self
 
     def commit(self) -> None:
+        started = time.perf_counter()
         self._tx.commit()
+        STORE_COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def __exit__(self, *exc: object) -> None:
         assert self._conn is not None

@@ -159,7 +159,11 @@ class Cancel:
 
 @dataclass(frozen=True, slots=True)
 class RetryFailed:
-    """On a finished run: re-run what failed or was cancelled, and what was skipped because of it."""
+    """On a finished run: re-run what failed or was cancelled, and what was skipped because of it.
+    `only_failed` (`job retry --from-failed`): start from the failed tasks only; a task cancelled
+    on its own (not downstream of a failure) stays cancelled."""
+
+    only_failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -631,7 +635,7 @@ class WorkflowRun:
         elif isinstance(event, Cancel):
             self._on_cancel(event.reason)
         elif isinstance(event, RetryFailed):
-            self._on_retry_failed()
+            self._on_retry_failed(event)
         elif isinstance(event, SetPriority):
             self._on_set_priority(event.priority)
         else:
@@ -720,14 +724,16 @@ class WorkflowRun:
         if inflight:
             self._out.append(CancelTasks(tuple(inflight), reason))
 
-    def _on_retry_failed(self) -> None:
+    def _on_retry_failed(self, event: RetryFailed) -> None:
         if not self.finished:
             raise Conflict(
                 f"workflow {self.spec.name!r} is still {self.state}; retry-failed applies to a finished run"
             )
-        roots = [t for t in self._order if t.status in (S.FAILED, S.CANCELLED)]
+        starts = (S.FAILED,) if event.only_failed else (S.FAILED, S.CANCELLED)
+        roots = [t for t in self._order if t.status in starts]
         if not roots:
-            raise Conflict(f"workflow {self.spec.name!r}: nothing to retry, no task failed or was cancelled")
+            raise Conflict(f"workflow {self.spec.name!r}: nothing to retry, no task failed"
+                           + ("" if event.only_failed else " or was cancelled"))
         # The roots, and everything downstream of them that did not succeed (a succeeded task
         # keeps its result, but what lies beyond it is still looked at).
         seen = {t.name for t in roots}

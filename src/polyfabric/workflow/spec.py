@@ -28,6 +28,7 @@ from polyfabric.domain.jobs import (
     WorkflowSpec,
     parse_duration,
 )
+from polyfabric.domain.policy import compile_rule
 from polyfabric.domain.resources import Resources, parse_bytes, parse_cpu
 from polyfabric.workflow.dag import ancestors, find_cycle, topological_order
 from polyfabric.workflow.expressions import VARIABLES, Expression, ExpressionError, Expressions
@@ -40,20 +41,30 @@ __all__ = [
     "WorkflowInvalid",
     "parse_param_value",
     "parse_workflow",
+    "retention_of",
 ]
 
-WORKFLOW_KEYS = ("name", "description", "params", "priority", "max_parallel", "tasks")
+WORKFLOW_KEYS = ("name", "description", "params", "priority", "max_parallel", "tasks", "labels", "requires", "rank")
 TASK_KEYS = (
     "command", "function", "args", "env", "depends_on", "foreach", "max_parallel", "resources",
     "retries", "timeout", "when", "trigger", "semaphore", "workdir", "priority", "description",
+    "labels", "requires", "rank", "locality", "spread", "affinity", "constraints",
 )
 RESOURCE_KEYS = ("cpu", "memory", "disk", "gpu", "gpus")
 RETRY_KEYS = ("limit", "backoff", "factor", "max_backoff")
+# Retention (issue 7): how long a finished job is kept, and the outputs kept past that.
+WORKFLOW_KEYS = (*WORKFLOW_KEYS, "ttl", "keep")
+TASK_KEYS = (*TASK_KEYS, "keep")
+TASK_KEYS = (*TASK_KEYS, "secrets")  # issue 6: sealed secrets as env variables or files
 
 _WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 _TASK_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,62}$")
 _PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SECRET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SECRET_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")
+_NEAR = re.compile(r"^\s*near\(\s*tasks\.([A-Za-z_][A-Za-z0-9_-]{0,62})\s*\)\s*$")
+_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._/-]{0,62}[A-Za-z0-9])?$")
 _SEMAPHORE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}$")
 _FUNCTION_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _INT = re.compile(r"^[-+]?[0-9][0-9_]*$|^[-+]?0[xX][0-9a-fA-F_]+$|^[-+]?0[oO][0-7_]+$")
@@ -228,9 +239,82 @@ class _Parser:
                 fields["priority"] = body["priority"]
         if "description" in body:
             fields["description"] = str(body["description"] or "")
+        if body.get("secrets") is not None:
+            fields["secrets"] = self.secrets(where, body["secrets"])
+        self.placement(where, body, deps, fields)
+        if body.get("keep") is not None:  # retention (issue 7): this task's outputs outlive the job's ttl
+            if not isinstance(body["keep"], bool):
+                self.add(f"{where}keep must be true or false")
+            else:
+                fields["keep"] = body["keep"]
+        self.negotiation(where, body, fields)
         if len(self.problems) > before:
             return None, deps
         return TaskSpec(**fields), deps
+
+    def negotiation(self, where: str, body: Mapping[str, Any], fields: dict[str, Any]) -> None:
+        """`labels` (what policies and node owners read), `requires` and `rank` (CEL over node)."""
+        labels = body.get("labels")
+        if labels is not None:
+            if not isinstance(labels, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, str | int | float | bool) for k, v in labels.items()):
+                self.add(f"{where}labels must map names to values")
+            else:
+                fields["labels"] = {k: str(v) for k, v in labels.items()}
+        for key in ("requires", "rank"):
+            source = body.get(key)
+            if source is None:
+                continue
+            try:
+                rule = compile_rule(source, f"{where}{key}")
+            except ValidationError as exc:
+                self.add(str(exc))
+                continue
+            if not rule.variables <= {"node", "job", "task", "now"}:
+                self.add(f"{where}{key} may read node, job, task and now")
+            fields[key] = source
+
+    def placement(self, where: str, body: Mapping[str, Any], deps: tuple[str, ...], fields: dict[str, Any]) -> None:
+        """`locality: near(tasks.NAME)` (NAME among depends_on), `spread: LABEL`, `affinity:
+        {"LABEL=VALUE": weight}` (-100..100, not 0), `constraints: {LABEL: VALUE}`."""
+        if body.get("locality") is not None:
+            locality = body["locality"]
+            match = _NEAR.match(locality) if isinstance(locality, str) else None
+            if match is None:
+                self.add(f"{where}locality must be near(tasks.NAME), got {locality!r}")
+            elif match.group(1) not in deps:
+                self.add(f"{where}locality near(tasks.{match.group(1)}) needs {match.group(1)!r} in depends_on")
+            else:
+                fields["near"] = match.group(1)
+        if body.get("spread") is not None:
+            if not isinstance(body["spread"], str) or not _LABEL.match(body["spread"]):
+                self.add(f"{where}spread must name a node label, e.g. zone, got {body['spread']!r}")
+            else:
+                fields["spread"] = body["spread"]
+        if body.get("affinity") is not None:
+            value = body["affinity"]
+            if not isinstance(value, Mapping) or not value:
+                self.add(f"{where}affinity must be a map of \"LABEL=VALUE\" to a weight, e.g. {{\"disk=ssd\": 10}}")
+            else:
+                terms = []
+                for term, weight in value.items():
+                    label, sep, wanted = str(term).partition("=")
+                    if not sep or not _LABEL.match(label) or not wanted:
+                        self.add(f"{where}affinity term {term!r} must be LABEL=VALUE")
+                    elif (isinstance(weight, bool) or not isinstance(weight, int | float)
+                          or not -100 <= weight <= 100 or weight == 0):
+                        self.add(f"{where}affinity weight of {term!r} must be a number in -100..100, not 0, "
+                                 f"got {weight!r}")
+                    else:
+                        terms.append((label, wanted, float(weight)))
+                fields["affinity"] = tuple(terms)
+        if body.get("constraints") is not None:
+            value = body["constraints"]
+            if not isinstance(value, Mapping) or not all(
+                    isinstance(k, str) and _LABEL.match(k) and isinstance(v, str) for k, v in value.items()):
+                self.add(f"{where}constraints must be a map of node labels to values, e.g. {{zone: eu-1}}")
+            else:
+                fields["constraints"] = dict(value)
 
     def depends_on(self, where: str, value: Any) -> tuple[str, ...]:
         if value is None:
@@ -262,6 +346,27 @@ class _Parser:
             )
             return None
         return value
+
+    def secrets(self, where: str, value: Any) -> dict[str, tuple[str, str]]:
+        """`{VAR: name}` (the secret as env variable VAR) or `{FILE: {file: name}}` (as the file FILE in
+        $POLYFABRIC_SECRETS_DIR): target -> ("env" | "file", secret name)."""
+        if not isinstance(value, Mapping):
+            self.add(f"{where}secrets must be a map: {{API_KEY: secret-name}} or {{cert.pem: {{file: secret-name}}}}")
+            return {}
+        out: dict[str, tuple[str, str]] = {}
+        for key, item in value.items():
+            kind, name = "env", item
+            if isinstance(item, Mapping) and set(item) == {"file"}:
+                kind, name = "file", item["file"]
+            if not isinstance(name, str) or not _SECRET_NAME.match(name):
+                self.add(f"{where}secrets: {key}: {item!r} is not a secret name (or {{file: secret-name}})")
+            elif kind == "env" and (not isinstance(key, str) or not _ENV_NAME.match(key)):
+                self.add(f"{where}secrets: {key!r} is not a variable name (letters, digits, '_')")
+            elif kind == "file" and (not isinstance(key, str) or not _SECRET_FILE.match(key)):
+                self.add(f"{where}secrets: {key!r} is not a file name (letters, digits, '.', '_', '-')")
+            else:
+                out[key] = (kind, name)
+        return out
 
     def env(self, where: str, value: Any) -> dict[str, str]:
         if not isinstance(value, Mapping):
@@ -505,6 +610,8 @@ def parse_workflow(
     if max_parallel is not None:
         max_parallel = parser.positive_int("", "max_parallel", max_parallel)
     description = str(doc.get("description") or "")
+    negotiation: dict[str, Any] = {}
+    parser.negotiation("", doc, negotiation)
 
     raw_tasks = doc.get("tasks")
     specs: dict[str, TaskSpec | None] = {}
@@ -537,6 +644,7 @@ def parse_workflow(
             if spec is not None:
                 parser.task_expressions(spec, ancestors(deps, task_name), deps, params)
 
+    retention = _retention(parser, doc, set(deps))
     if parser.problems:
         raise WorkflowInvalid(shown_name, parser.problems)
     tasks = {n: s for n, s in specs.items() if s is not None}
@@ -550,4 +658,55 @@ def parse_workflow(
         max_parallel=max_parallel,
         description=description,
         order=tuple(order),
+        **negotiation,
+        **retention,
     )
+
+
+NEVER = ("never", "forever")
+
+
+def _retention(parser: _Parser, doc: Mapping[str, Any], task_names: set[str]) -> dict[str, Any]:
+    """`ttl: 7d` (or never) and `keep: [task, ...]`: how long the finished job's records, logs,
+    artifacts and checkpoints stay, and whose outputs stay past that (issue 7, services/gc.py)."""
+    out: dict[str, Any] = {}
+    ttl = doc.get("ttl")
+    if ttl is not None:
+        if isinstance(ttl, str) and ttl.strip().lower() in NEVER:
+            out["ttl_s"] = float("inf")
+        else:
+            try:
+                out["ttl_s"] = parse_duration(ttl)
+            except ValidationError:
+                parser.add(f"ttl {ttl!r} is not a duration (e.g. 30m, 12h, 7d) or 'never'")
+    keep = doc.get("keep")
+    if keep is not None:
+        if not isinstance(keep, list | tuple) or not all(isinstance(k, str) for k in keep):
+            parser.add("keep must be a list of task names whose outputs outlive the job's ttl")
+        else:
+            for name in keep:
+                if name not in task_names:
+                    parser.add(f"keep names task {name!r}, which does not exist{_suggest(name, task_names)}")
+            out["keep"] = tuple(keep)
+    return out
+
+
+def retention_of(doc: Any) -> tuple[float | None, frozenset[str]]:
+    """(ttl in seconds, None: the coordinator's default; the task names whose outputs are kept) of
+    a stored workflow document, without validating the rest (it was validated at submission)."""
+    if not isinstance(doc, Mapping):
+        return None, frozenset()
+    ttl: float | None = None
+    raw = doc.get("ttl")
+    if isinstance(raw, str) and raw.strip().lower() in NEVER:
+        ttl = float("inf")
+    elif raw is not None:
+        try:
+            ttl = parse_duration(raw)
+        except ValidationError:
+            ttl = None
+    kept = {k for k in doc.get("keep") or () if isinstance(k, str)}
+    tasks = doc.get("tasks")
+    if isinstance(tasks, Mapping):
+        kept |= {name for name, body in tasks.items() if isinstance(body, Mapping) and body.get("keep") is True}
+    return ttl, frozenset(kept)

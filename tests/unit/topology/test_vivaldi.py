@@ -42,7 +42,7 @@ points_st = st.lists(
 @settings(max_examples=25, deadline=None)
 @given(points=points_st, seed=st.integers(0, 2**32 - 1))
 def test_converges_on_a_synthetic_metric(points: list[tuple[float, float, float]], seed: int) -> None:
-    clients = _simulate(points, 200, seed)
+    clients = _simulate(points, 400, seed)
     errors = []
     for i in range(len(points)):
         for j in range(i + 1, len(points)):
@@ -62,7 +62,7 @@ def test_converges_on_a_synthetic_metric(points: list[tuple[float, float, float]
 def test_pairs_far_apart_in_truth_are_ordered_in_the_estimates(points: list[tuple[float, float, float]],
                                                               seed: int) -> None:
     """Wherever one pair's true round trip is at least twice another's, the estimates agree."""
-    clients = _simulate(points, 200, seed)
+    clients = _simulate(points, 400, seed)
     n = len(points)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     est = {p: clients[p[0]].distance_to(clients[p[1]].coordinate) for p in pairs}

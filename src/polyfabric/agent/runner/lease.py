@@ -44,6 +44,10 @@ class Lease:
     workdir: str | None = None
     timeout_s: float | None = None
     resources: Resources = field(default_factory=Resources)
+    # The task's latest checkpoint ({"seq", "size", "sha256", "format"}): restored before it starts.
+    checkpoint: dict[str, Any] | None = None
+    # Secrets sealed to this node for this attempt (agent/secrets.py opens them; issue 6).
+    secrets: dict[str, Any] | None = None
 
     @property
     def ident(self) -> Ident:
@@ -102,9 +106,13 @@ class Lease:
             resources = Resources.from_dict(data.get("resources") or {})
         except (TypeError, ValueError) as exc:
             raise bad(f"resources: {exc}") from None
+        checkpoint = data.get("checkpoint")
+        if checkpoint is not None and (not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("seq"), int)):
+            raise bad("checkpoint must be an object with a seq")
         return cls(task_id=task_id, job_id=str(data.get("job_id") or ""), key=str(data.get("key") or ""),
                    attempt=attempt, command=command, function=function, args=args, env=env, workdir=workdir,
-                   timeout_s=timeout, resources=resources)
+                   timeout_s=timeout, resources=resources, checkpoint=checkpoint,
+                   secrets=data.get("secrets") if isinstance(data.get("secrets"), dict) else None)
 
 
 @dataclass(frozen=True, slots=True)

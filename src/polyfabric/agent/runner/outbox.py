@@ -22,7 +22,7 @@ __all__ = ["Batch", "Outbox", "TERMINAL_EVENTS"]
 
 log = logging.getLogger("polyfabric.agent.runner")
 
-TERMINAL_EVENTS = frozenset({"finished", "cancelled", "rejected"})
+TERMINAL_EVENTS = frozenset({"finished", "cancelled", "rejected", "declined"})
 
 
 @dataclass(slots=True)

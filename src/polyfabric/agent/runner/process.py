@@ -121,8 +121,10 @@ def _signal_name(number: int) -> str:
 
 def run_command(lease: Lease, workspace: Workspace, *, stdout: LogWriter, stderr: LogWriter, interrupt: Interrupt,
                 kill_grace_s: float = 5.0, env_base: dict[str, str] | None = None,
-                on_spawn: Callable[[int], None] | None = None, flush_interval_s: float = 0.1) -> Outcome:
-    """Run the lease's command to its end (or its timeout, or an interrupt) and say how it ended."""
+                on_spawn: Callable[[int], None] | None = None, flush_interval_s: float = 0.1,
+                meter: Any = None) -> Outcome:
+    """Run the lease's command to its end (or its timeout, or an interrupt) and say how it ended.
+    `meter` (agent.usage.UsageMeter) reaps the process with wait4() to keep what it used."""
     assert lease.command is not None
     cwd = resolve_cwd(lease, workspace)
     env = attempt_env(lease, workspace, env_base)
@@ -151,7 +153,10 @@ def run_command(lease: Lease, workspace: Workspace, *, stdout: LogWriter, stderr
     exited = threading.Event()
 
     def wait_for_exit() -> None:
-        proc.wait()
+        if meter is not None:
+            meter.reap(proc)
+        else:
+            proc.wait()
         exited.set()
         wake.set()
 

@@ -90,6 +90,7 @@ class LeasePoller:
         leases, cancels = reply.get("leases") or [], reply.get("cancel") or []
         before = self.runner.decisions
         self.runner.cancel(cancels)
+        self.runner.checkpoint_asked(reply.get("checkpoint") or [])
         self.runner.offer(leases)
         return not (leases or cancels) or self.runner.decisions != before
 

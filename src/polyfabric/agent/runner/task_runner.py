@@ -25,10 +25,11 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from polyfabric.agent.runner.checkpoints import CheckpointAgent
 from polyfabric.agent.runner.interrupt import Interrupt, StopKind
 from polyfabric.agent.runner.lease import Ident, Lease, LeaseInvalid, Outcome
 from polyfabric.agent.runner.outbox import TERMINAL_EVENTS, Outbox
@@ -36,6 +37,7 @@ from polyfabric.agent.runner.process import SetupError, run_command
 from polyfabric.agent.runner.streams import LogWriter
 from polyfabric.agent.runner.workers import WorkerPool
 from polyfabric.agent.runner.workspace import Workspace, sweep
+from polyfabric.agent.usage import UsageMeter
 from polyfabric.domain.resources import Resources, format_bytes
 
 __all__ = ["Attempt", "TaskRunner"]
@@ -55,6 +57,9 @@ class Attempt:
     workspace: Workspace | None = None
     pgid: int | None = None
     thread: threading.Thread | None = None
+    meter: UsageMeter | None = None  # what the attempt uses (CPU, memory, GPU seconds): the ledger's figures
+    secrets: Any = None  # agent.secrets.SecretMaterial: opened secrets, in memory only (issue 6)
+    started_at: float | None = None
 
 
 class TaskRunner:
@@ -81,7 +86,17 @@ class TaskRunner:
         self._accepting = True
         self.decisions = 0  # new attempts taken in (started, rejected or failed): the poller watches it
         self._cleanups: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
+        # Checkpoints (agent/runner/checkpoints.py): set by the agent; None runs tasks without them.
+        self.checkpoints: CheckpointAgent | None = None
+        # Issue 6, set by the agent: opens sealed secrets (agent.secrets.SecretOpener), signs result
+        # manifests (signer(lease, outcome, started_at, finished_at) -> manifest), and the node
+        # configuration's admission check (admit(lease) -> why it may not run here, or None).
+        self.secret_opener: Any = None
+        self.signer: Callable[[Lease, Outcome, float | None, float], dict[str, Any]] | None = None
+        self.admit: Callable[[Lease], str | None] | None = None
         self._cleaner: threading.Thread | None = None
+        # Negotiation (agent/policy.py): the owner's policy answers each offer; None accepts all.
+        self.negotiator: Any = None
 
     # -- life ------------------------------------------------------------------------------
 
@@ -94,7 +109,18 @@ class TaskRunner:
             log.info("removed %d workspace(s) left by an earlier run", removed)
         self._cleaner = threading.Thread(target=self._clean_loop, name="pf-workspace-cleaner", daemon=True)
         self._cleaner.start()
+        from polyfabric.agent.gc import AgentGC  # issue 7: orphans, and early GC under disk pressure
+
+        self.gc = AgentGC(self.work_root, self.held_workspaces).start()
         return self
+
+    def held_workspaces(self) -> dict[Path, str]:
+        """Workspace path -> "running" / "finished" (final report not acknowledged) for agent GC;
+        by attempt, so a workspace being created is already known."""
+        with self._lock:
+            held = {self.work_root / f"{t}-{a}": "running" for (t, a) in self._running}
+            held.update({self.work_root / f"{t}-{a}": "finished" for (t, a) in self._unacked})
+        return held
 
     def stop_accepting(self) -> None:
         """From now on every new lease is rejected (the agent is shutting down)."""
@@ -125,6 +151,8 @@ class TaskRunner:
         for attempt in leftover:
             self._cleanups.put(attempt)
         self._cleanups.put(None)
+        if getattr(self, "gc", None) is not None:
+            self.gc.stop()
         if self._cleaner is not None:
             self._cleaner.join(10.0)
         else:
@@ -169,9 +197,18 @@ class TaskRunner:
                     continue
                 self._remember(lease.ident)
                 reason = SHUTDOWN_REASON if not self._accepting else self._shortfall(lease)
+                if not reason and self.admit is not None:
+                    reason = self.admit(lease)  # the node's configuration (agent/config.py)
                 if reason:
                     log.info("rejecting %s attempt %d (%s): %s", lease.task_id, lease.attempt, lease.key, reason)
                     self._event("rejected", lease.ident, reason=reason)
+                    continue
+                # The lease is an offer: the owner's policy accepts or declines it (agent/policy.py).
+                declined = self.negotiator.answer(raw, lease.ident) if self.negotiator is not None else None
+                if declined is not None:
+                    log.info("declining %s attempt %d (%s): %s", lease.task_id, lease.attempt, lease.key,
+                             declined["reason"])
+                    self._event("declined", lease.ident, **declined)
                     continue
                 attempt = Attempt(lease)
                 self._used = self._used + self._need(lease)
@@ -204,6 +241,24 @@ class TaskRunner:
                     self.decisions += 1
                 log.info("cancelling %s attempt %d: %s", ident[0], ident[1], reason)
 
+    def checkpoint_asked(self, entries: Iterable[Any]) -> None:
+        """The coordinator asks these attempts to checkpoint and stop (a drain deadline passed)."""
+        for entry in entries:
+            ident = _ident(entry)
+            if ident is None or self.checkpoints is None:
+                continue
+            with self._lock:
+                attempt = self._running.get(ident)
+            if attempt is not None:
+                self.checkpoints.ask_stop(ident, str(entry.get("reason") or "asked to checkpoint"), attempt.pgid)
+
+    def hand_back(self, ident: Ident, reason: str) -> bool:
+        """Stop a running attempt and hand it back (reported `rejected`: requeued, no failure counted);
+        what a reloaded owner policy with `on_change: stop` does to attempts it no longer allows."""
+        with self._lock:
+            attempt = self._running.get(ident)
+        return attempt is not None and attempt.interrupt.fire("shutdown", reason)
+
     def refused(self, entries: Iterable[Any]) -> None:
         """The coordinator refused reports of these attempts: stop any of them still running, quietly."""
         for entry in entries:
@@ -231,20 +286,40 @@ class TaskRunner:
 
     def _execute(self, attempt: Attempt) -> None:
         lease = attempt.lease
-        stdout = LogWriter(self._log_emitter(lease), "stdout", limit_bytes=self.max_log_bytes)
-        stderr = LogWriter(self._log_emitter(lease), "stderr", limit_bytes=self.max_log_bytes)
+        attempt.started_at = self.clock()
+        emit: Any = self._log_emitter(lease)
+        secret_problem = None
+        if lease.secrets is not None and self.secret_opener is not None:
+            attempt.secrets, secret_problem = self.secret_opener.open(lease.task_id, lease.attempt, lease.secrets)
+            if attempt.secrets is not None:
+                emit = attempt.secrets.redacting(emit)  # secret values never reach the captured logs
+        elif lease.secrets is not None:
+            secret_problem = "this agent cannot open sealed secrets"
+        stdout = LogWriter(emit, "stdout", limit_bytes=self.max_log_bytes)
+        stderr = LogWriter(emit, "stderr", limit_bytes=self.max_log_bytes)
         outcome: Outcome | None = None
         try:
             attempt.workspace = Workspace.create(self.work_root, lease.task_id, lease.attempt)
             self._event("started", lease.ident)
+            if secret_problem is not None:
+                raise SetupError(secret_problem)
+            if attempt.secrets is not None:
+                lease = replace(lease, env={**lease.env, **attempt.secrets.install(attempt.workspace.path)})
+            if self.checkpoints is not None:  # restore the task's checkpoint; the task gets the socket's env
+                lease = replace(lease, env={**lease.env, **self.checkpoints.prepare(lease, attempt.workspace)})
+            meter = attempt.meter = UsageMeter(gpus=lease.resources.gpus)
+
+            def spawned(pgid: int) -> None:
+                attempt.pgid = pgid
+                meter.watch_group(pgid)
+
             if lease.command is not None:
                 outcome = run_command(lease, attempt.workspace, stdout=stdout, stderr=stderr,
                                       interrupt=attempt.interrupt, kill_grace_s=self.kill_grace_s,
-                                      on_spawn=lambda pgid: setattr(attempt, "pgid", pgid),
-                                      flush_interval_s=self.flush_interval_s)
+                                      on_spawn=spawned, flush_interval_s=self.flush_interval_s, meter=meter)
             else:
                 outcome = self.pool.call(lease, attempt.workspace, stdout=stdout, stderr=stderr,
-                                         interrupt=attempt.interrupt)
+                                         interrupt=attempt.interrupt, meter=meter)
         except SetupError as exc:
             outcome = Outcome.failed(str(exc))
         except Exception as exc:
@@ -253,29 +328,55 @@ class TaskRunner:
         finally:
             stdout.close()
             stderr.close()
+            if attempt.secrets is not None and attempt.secrets.redactor is not None:
+                attempt.secrets.redactor.flush()
+            if self.checkpoints is not None:
+                self.checkpoints.release(lease.ident)
             self._finish(attempt, outcome or Outcome.failed("the agent could not run the task"))
 
     def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
         lease = attempt.lease
+        if self.negotiator is not None:
+            self.negotiator.forget(lease.ident)
+        usage: dict[str, Any] = {}
+        if attempt.meter is not None:  # the attempt ran: its final report carries what it used
+            try:
+                usage = {"usage": attempt.meter.finish()}
+            except Exception:
+                log.exception("measuring %s attempt %d failed", lease.task_id, lease.attempt)
         with self._lock:
             self._running.pop(lease.ident, None)
             self._used = self._used - self._need(lease)
             kind = attempt.interrupt.kind
             if outcome.status != "stopped":
+                if attempt.secrets is not None:
+                    outcome = replace(outcome, error=attempt.secrets.redact(outcome.error))
                 self._event("finished", lease.ident, status=outcome.status, result=outcome.result,
-                            error=outcome.error, exit_code=outcome.exit_code)
+                            error=outcome.error, exit_code=outcome.exit_code, **usage,
+                            **self._signed(attempt, outcome))
                 self._unacked[lease.ident] = attempt
             elif kind == "cancel":
-                self._event("cancelled", lease.ident, reason=attempt.interrupt.reason)
+                self._event("cancelled", lease.ident, reason=attempt.interrupt.reason, **usage)
                 self._unacked[lease.ident] = attempt
             elif kind == "abandon":
                 self._cleanups.put(attempt)
             else:
-                self._event("rejected", lease.ident, reason=attempt.interrupt.reason or SHUTDOWN_REASON)
+                self._event("rejected", lease.ident, reason=attempt.interrupt.reason or SHUTDOWN_REASON,
+                            **usage)
                 self._unacked[lease.ident] = attempt
             self._changed.notify_all()
         if outcome.status == "failed":
             log.info("%s attempt %d (%s) failed: %s", lease.task_id, lease.attempt, lease.key, outcome.error)
+
+    def _signed(self, attempt: Attempt, outcome: Outcome) -> dict[str, Any]:
+        """{"manifest": ...} signed by the node's key (issue 6), or nothing without a signer."""
+        if self.signer is None:
+            return {}
+        try:
+            return {"manifest": self.signer(attempt.lease, outcome, attempt.started_at, self.clock())}
+        except Exception:
+            log.exception("signing the manifest of %s attempt %d failed", *attempt.lease.ident)
+            return {}
 
     def _clean_loop(self) -> None:
         while True:

@@ -344,8 +344,9 @@ class WorkerPool:
             threading.Thread(target=self._replace, name="pf-worker-start", daemon=True).start()
 
     def call(self, lease: Lease, workspace: Workspace, *, stdout: LogWriter, stderr: LogWriter,
-             interrupt: Interrupt) -> Outcome:
-        """Run the lease's function on a warm worker and say how it ended."""
+             interrupt: Interrupt, meter: Any = None) -> Outcome:
+        """Run the lease's function on a warm worker and say how it ended (`meter`, an
+        agent.usage.UsageMeter, measures the worker during the call)."""
         assert lease.function is not None
         cwd = resolve_cwd(lease, workspace)
         request = {
@@ -364,10 +365,14 @@ class WorkerPool:
             return Outcome.failed(f"cannot start a Python worker: {exc.strerror or exc}")
         if worker is None:
             return Outcome("stopped", error=interrupt.reason or "the agent is shutting down")
+        if meter is not None:
+            meter.begin_worker(worker.pid)
         try:
             return worker.call(request, timeout_s=lease.timeout_s, interrupt=interrupt, stdout=stdout,
                                stderr=stderr)
         finally:
+            if meter is not None and not worker.dead:
+                meter.end_worker(worker.pid)
             self._release(worker)
 
     def close(self) -> None:

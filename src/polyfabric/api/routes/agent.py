@@ -16,8 +16,12 @@ from polyfabric.api.auth import SignedCall, signed_call, signed_url
 from polyfabric.api.errors import describe_errors
 from polyfabric.domain.errors import NotAuthenticated, ValidationError
 from polyfabric.domain.ids import node_id_from_public_key
+from polyfabric.domain.policy import answer_bytes
 from polyfabric.domain.resources import Resources
+from polyfabric.observability.metrics import HEARTBEATS_RECEIVED
 from polyfabric.schemas.agent import (
+    CheckpointFetchIn,
+    CheckpointPartIn,
     HeartbeatIn,
     HeartbeatOut,
     HelloIn,
@@ -28,7 +32,7 @@ from polyfabric.schemas.agent import (
     ReportIn,
 )
 from polyfabric.security.http_signatures import key_id_from_headers, verify_request
-from polyfabric.security.keys import b64d
+from polyfabric.security.keys import b64d, public_key_from_raw
 from polyfabric.services.nodes import Registration
 
 __all__ = ["router"]
@@ -93,12 +97,19 @@ async def hello(request: Request, call: SignedCall = Depends(signed_call)) -> Re
 @router.post("/heartbeat", response_model=HeartbeatOut)
 async def heartbeat(request: Request, call: SignedCall = Depends(signed_call)) -> HeartbeatOut:
     services = request.app.state.services
+    handling = time.perf_counter()  # the agent subtracts this handler's time from its round trip (topology)
     payload: HeartbeatIn = _parse(HeartbeatIn, call.body)
+    coords = services.topology.parse(payload.coords)  # a malformed coordinate is a 400, before anything
     entry = services.nodes.heartbeat(call.node_id, payload.telemetry, payload.health)
+    HEARTBEATS_RECEIVED.inc()
     state = entry.state
     if services.nodes.needs_settle(entry):
         state = (await run_in_threadpool(services.nodes.settle, call.node_id)).state
-    return HeartbeatOut(state=state.value, heartbeat_interval_s=services.ctx.detector.heartbeat_interval)
+    topo = services.topology.observe(call.node_id, coords, payload.rtt_s, payload.echo) \
+        if coords is not None or payload.echo is not None else {}
+    if topo:
+        topo["handled_s"] = round(time.perf_counter() - handling, 6)
+    return HeartbeatOut(state=state.value, heartbeat_interval_s=services.ctx.detector.heartbeat_interval, **topo)
 
 
 @router.post("/lease")
@@ -115,9 +126,13 @@ async def lease(request: Request, call: SignedCall = Depends(signed_call)) -> di
             raise services.ctx.leadership.not_leader()
         seen = notifier.version(key)
         leases, cancels = services.runtime.leases_for(call.node_id, known)
+        asks = services.runtime.checkpoint_asks_for(call.node_id)  # checkpoint and stop (drains)
         remaining = deadline - time.monotonic()
-        if leases or cancels or remaining <= 0 or notifier.closed or await request.is_disconnected():
-            return {"leases": leases, "cancel": cancels}
+        if leases and services.secrets is not None and any(lease.get("secret_refs") for lease in leases):
+            # Sealed to this node for each attempt (issue 6); only ever in the lease to the node running it.
+            leases = await run_in_threadpool(services.secrets.seal_leases, call.node_id, leases)
+        if leases or cancels or asks or remaining <= 0 or notifier.closed or await request.is_disconnected():
+            return {"leases": leases, "cancel": cancels, **({"checkpoint": asks} if asks else {})}
         await notifier.wait(key, seen, min(remaining, 5.0))
 
 
@@ -128,6 +143,47 @@ async def report(request: Request, call: SignedCall = Depends(signed_call)) -> d
     payload: ReportIn = _parse(ReportIn, call.body)
     # The runtime wakes the scheduler itself when a report frees slots (before its commit, so that
     # the placements they allow go into the same commit).
-    return await run_in_threadpool(
-        services.runtime.report, call.node_id, [e.model_dump() for e in payload.events],
+    events = [e.model_dump() for e in payload.events]
+    for event in events:
+        if event["type"] == "declined":  # the owner's answer to an offer (issue 6): check its own signature
+            event["signature_valid"] = _answer_signed(services, call.node_id, event)
+    answer = await run_in_threadpool(
+        services.runtime.report, call.node_id, events,
         [c.model_dump() for c in payload.logs], [r.model_dump() for r in payload.running])
+    if services.manifests is not None and any(e.get("manifest") for e in events):
+        # Signed result manifests (issue 6): checked against the node's key and stored after the results.
+        await run_in_threadpool(services.manifests.record, call.node_id, events, answer.get("refused") or [])
+    return answer
+
+
+@router.post("/checkpoint")
+async def checkpoint_part(request: Request, call: SignedCall = Depends(signed_call)) -> dict[str, Any]:
+    """One part of a checkpoint of a running attempt; 409 when the attempt is not current (fenced)."""
+    services = request.app.state.services
+    payload: CheckpointPartIn = _parse(CheckpointPartIn, call.body)
+    return await run_in_threadpool(services.checkpoints.upload, call.node_id, payload.model_dump())
+
+
+@router.post("/checkpoint/fetch")
+async def checkpoint_fetch(request: Request, call: SignedCall = Depends(signed_call)) -> dict[str, Any]:
+    """A part of the task's latest checkpoint, for the node holding its current attempt."""
+    services = request.app.state.services
+    payload: CheckpointFetchIn = _parse(CheckpointFetchIn, call.body)
+    return await run_in_threadpool(services.checkpoints.fetch, call.node_id, payload.model_dump())
+
+
+def _answer_signed(services: Any, node_id: str, event: dict[str, Any]) -> bool:
+    """Does the decline carry a valid Ed25519 signature of its answer by this node's key, for this
+    attempt? (The report itself is signed too; this one stays checkable from the audit chain.)"""
+    answer, signature = event.get("answer"), event.get("signature")
+    if not isinstance(answer, dict) or not signature:
+        return False
+    if (answer.get("node_id"), answer.get("task_id"), answer.get("attempt")) != (
+            node_id, event["task_id"], event["attempt"]):
+        return False
+    try:
+        key = public_key_from_raw(services.nodes.resolve_key(node_id))
+        key.verify(b64d(signature), answer_bytes(answer))
+    except Exception:
+        return False
+    return True

@@ -27,6 +27,7 @@ class SubmitIn(RequestModel):
 
 class InterveneIn(RequestModel):
     reason: str = Field(default="", max_length=500)
+    from_failed: bool = Field(default=False, description="retry: only the failed tasks and what they held up")
 
 
 class PriorityIn(RequestModel):
@@ -110,7 +111,10 @@ def intervene(job_id: str, action: str, request: Request, body: InterveneIn | No
               caller: Principal = Depends(principal)) -> dict[str, Any]:
     if action not in ("pause", "resume", "cancel", "retry"):
         raise ValidationError(f"unknown job action {action!r}; actions: pause, resume, cancel, retry, priority")
-    return _services(request).runtime.intervene(caller, job_id, action, body.reason if body else "")
+    if body is not None and body.from_failed and action != "retry":
+        raise ValidationError(f"from_failed applies to retry, not to {action}")
+    return _services(request).runtime.intervene(caller, job_id, action, body.reason if body else "",
+                                                from_failed=bool(body and body.from_failed))
 
 
 @router.get("/tasks/{task_id}", tags=["tasks"])

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from polyfabric.api.auth import principal
 from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.errors import NotFound
+from polyfabric.services.runtime import job_out
 
 __all__ = ["STATIC_DIR", "router"]
 
@@ -103,7 +104,10 @@ def job_graph(services: Any, caller: Principal, job_id: str) -> dict[str, Any]:
             "status": step_status(by_status, record["status"] if record else None),
             "task_id": record["id"] if record and not record["is_group"] else None,
         })
-    return {"job_id": job_id, "name": row["name"], "status": row["status"], "steps": steps}
+    total: Counter[str] = Counter()
+    for by in counts.values():
+        total.update(by)
+    return {"job": job_out(row, dict(total)), "steps": steps}
 
 
 @router.get("/v1/jobs/{job_id}/graph", tags=["jobs"])

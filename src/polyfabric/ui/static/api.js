@@ -11,7 +11,7 @@ export class ApiError extends Error {
 
   // 404 from a path the coordinator does not serve (a feature it lacks), not a missing object.
   get missingEndpoint() {
-    return this.status === 404 && this.message.startsWith('no such endpoint');
+    return (this.status === 404 && this.message.startsWith('no such endpoint')) || this.status === 405;
   }
 }
 
@@ -44,3 +44,21 @@ export async function call(method, path, { query, body, signal } = {}) {
 
 export const get = (path, query, signal) => call('GET', path, { query, signal });
 export const post = (path, body) => call('POST', path, { body });
+
+// Which paths this coordinator serves, from its OpenAPI document (read once): pages for features
+// a coordinator may lack ask here first, so they neither call a missing endpoint nor log its 404.
+let served = null;
+export async function serves(method, path) {
+  if (served === null) {
+    served = fetch('/openapi.json').then((r) => (r.ok ? r.json() : null)).then((doc) => {
+      if (!doc) return null;
+      return Object.entries(doc.paths || {}).map(([template, ops]) => ({
+        pattern: new RegExp(`^${template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+')}$`),
+        methods: new Set(Object.keys(ops).map((m) => m.toUpperCase())),
+      }));
+    }).catch(() => null);
+  }
+  const routes = await served;
+  if (!routes) return true;  // no document: try the call and let a 404 speak
+  return routes.some((r) => r.pattern.test(path) && r.methods.has(method));
+}

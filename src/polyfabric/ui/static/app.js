@@ -37,7 +37,7 @@ function signInForm(message) {
     h('label', { for: 'token' }, 'API token'),
     input,
     h('p', { id: 'token-help', class: 'muted' },
-      'A token made with "polyfabric token api" (make demo prints one). It stays in this browser tab only.'),
+      'A token made with "polyfabric token create --role ..." (make demo prints one). It stays in this browser tab only.'),
     h('button', { type: 'submit' }, 'Sign in'),
     error);
   form.addEventListener('submit', async (event) => {

@@ -101,3 +101,20 @@ function scalar(v, depth) {
   if (v && typeof v === 'object') return depth > 1 ? JSON.stringify(v) : render(v, depth + 1);
   return v === undefined || v === null ? '—' : String(v);
 }
+
+// Before a region is redrawn: where the keyboard focus was in it (its row's data-* key and the
+// element's tag), so that `restore()` afterwards puts it back on the same row's same control.
+export function keepFocus(container) {
+  const active = document.activeElement;
+  if (!active || !container.contains(active)) return () => {};
+  const row = active.closest('[data-node],[data-job],[data-key]');
+  const id = active.id;
+  const key = row && ['node', 'job', 'key'].find((k) => row.dataset[k] !== undefined);
+  const value = key && row.dataset[key];
+  const tag = active.tagName.toLowerCase();
+  return () => {
+    const again = key ? container.querySelector(`[data-${key}="${CSS.escape(value)}"] ${tag}`)
+      : (id && document.getElementById(id));
+    if (again) again.focus({ preventScroll: true });
+  };
+}

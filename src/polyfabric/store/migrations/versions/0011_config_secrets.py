@@ -49,7 +49,6 @@ def upgrade() -> None:
         sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
         sa.Column("ciphertext", sa.LargeBinary, nullable=False),
         sa.Column("size", sa.Integer, nullable=False),
-        sa.Column("digest", sa.String(16), nullable=False),
         sa.Column("version", sa.Integer, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("created_by", sa.String(200), nullable=False),

@@ -1,0 +1,420 @@
+"""Placement policies and the job's own requirements, as scheduler plugins (not around them).
+
+* `policy` (TASK filter): every applicable placement policy (network, the job's domain, the
+  node's domain) must allow the task on the node, and the task's `requires:` CEL must hold on
+  it. A refusal's summary names the policy and its version ("policy residency-eu v3 (network)"),
+  so an unplaced task's explanation counts nodes by the policy that ruled them out.
+* `policy_share` (TASK filter): limits policies' `max_cpu_share`: what other domains' tasks may
+  hold of a node's CPU, counting what runs there and what this pass placed.
+* `policy_rank` (TASK scorer): the task's `rank:` CEL over the node, 0..100.
+
+Why TASK scope: tasks carry `policy_class` (one per job and workflow task) and `attributes` (a
+`PolicyAttributes`); as CLASS plugins they would split the pipeline's equivalence classes by job,
+and every class would walk the nodes again. As TASK plugins they are asked only on each task's
+best candidates, and they share their answers through their own caches, keyed by what a rule
+actually reads:
+
+* the answer for (policy_class, node) is kept for the pass (tasks of one job task share it);
+* a `when` that reads no node is evaluated once per distinct value of the job/task fields it
+  names (`task.labels`, `job.priority`, ...), and a policy that does not apply is skipped for the
+  whole class;
+* an `allow` is evaluated once per (those field values, node) — for a rule that reads only the
+  node, once per node for every job;
+* compiled programs are shared by text (domain/policy.py).
+
+`decision(task, node_id)` gives the runtime, after a pass, the policy versions that allowed a
+placement and the dry-run denies it carries (from the pass's cache: no second evaluation).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from polyfabric.domain.policy import Evaluator, Finding, Policy, Rule, check_limits, judge, time_context
+from polyfabric.scheduling.framework import PASS, CycleState, Scope, Status, Verdict
+from polyfabric.scheduling.view import NodeView, TaskRequest
+
+__all__ = ["PolicyAttributes", "PolicyFilter", "PolicyRankScorer", "PolicyShareFilter", "node_variables",
+           "rule_fields"]
+
+_FIELD = re.compile(r"\b(job|task)\s*\.\s*([A-Za-z_]\w*)")
+_BARE = re.compile(r"\b(job|task)\b(?!\s*\.)")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyAttributes:
+    """What policies see of a task: the job and task maps (domain/policy.py's contexts) and the
+    job's own requirement and preference over nodes."""
+
+    job: Mapping[str, Any]
+    task: Mapping[str, Any]
+    requires: Rule | None = None
+    rank: Rule | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def node_variables(node: NodeView) -> dict[str, Any]:
+    cap = node.capacity
+    return {"id": node.id, "name": node.name, "domain": node.domain, "labels": dict(node.labels),
+            "state": node.state.value, "cpu": cap.cpu_millis, "memory": cap.memory_bytes, "gpus": cap.gpus,
+            "slots": cap.slots}
+
+
+def rule_fields(rule: Rule) -> tuple[tuple[str, str], ...] | None:
+    """The (job|task, field) pairs a rule reads; None when it uses `job` or `task` whole (then its
+    answer is shared only by tasks of the same policy class)."""
+    text = rule.source
+    if _BARE.search(text):
+        return None
+    return tuple(sorted(set(_FIELD.findall(text))))
+
+
+def _freeze(value: Any) -> Hashable:
+    if isinstance(value, Mapping):
+        return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_freeze(v) for v in value)
+    return value  # type: ignore[no-any-return]
+
+
+class _Prepared:
+    """A policy with what its rules read, worked out once per filter."""
+
+    __slots__ = ("allow_fields", "allow_node", "domain", "policy", "when_fields", "when_node")
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.domain = policy.domain
+        self.when_node = policy.when is not None and "node" in policy.when.variables
+        self.when_fields = rule_fields(policy.when) if policy.when is not None else ()
+        self.allow_node = policy.allow is not None and "node" in policy.allow.variables
+        self.allow_fields = rule_fields(policy.allow) if policy.allow is not None else ()
+
+
+def _key(fields: tuple[tuple[str, str], ...] | None, task: TaskRequest | None, attrs: PolicyAttributes) -> Hashable:
+    if fields is None:
+        return ("class", task.policy_class if task is not None else None)
+    if not fields:
+        return ()
+    return tuple(_freeze((attrs.job if var == "job" else attrs.task).get(name)) for var, name in fields)
+
+
+class _PassCache:
+    """What one pass needs at hand (kept in `cycle.scratch`): its clock reading, each node's
+    cache key, and the answers it gave (for `decision()`)."""
+
+    __slots__ = ("class_time", "nodekeys", "pairs", "time", "timekey")
+
+    def __init__(self, now: float, filter_: PolicyFilter) -> None:
+        self.time = time_context(now)
+        self.timekey = tuple(sorted(self.time.items())) if filter_._timed else None
+        self.class_time = tuple(filter_._tkey(p.policy.when, self.time) for p in filter_._prepared
+                                if not p.when_node)
+        self.nodekeys: dict[str, Hashable] = {}
+        self.pairs: dict[tuple[Hashable, str], tuple[Verdict, tuple[Finding, ...]]] = {}
+
+
+_MAX_CACHED = 1_000_000
+
+
+class PolicyFilter:
+    """Placement policies (all scopes) and the task's `requires:`; see the module docstring.
+
+    Answers are cached for as long as the filter lives (until the policies change: the runtime
+    builds a new one), keyed by everything they depend on: the policy, the values of the job and
+    task fields its rule reads, the node's attributes when it reads the node, and the fields of
+    `now` it reads. So a pass on an unchanged fabric evaluates almost nothing.
+    """
+
+    name = "policy"
+    scope = Scope.TASK
+
+    def __init__(self, policies: Sequence[Policy] = ()) -> None:
+        self.policies = tuple(p for p in policies if p.kind == "placement")
+        self._prepared = [_Prepared(p) for p in self.policies]
+        self._last: _PassCache | None = None
+        self._ev = Evaluator()
+        self._nodes: dict[Hashable, dict[str, Any]] = {}  # node key -> the `node` map (one object per key)
+        self._classes: dict[Hashable, list[tuple[_Prepared, Hashable]]] = {}
+        self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
+        # Every job/task field any policy reads (None: some rule reads `job` or `task` whole).
+        found: set[tuple[str, str]] = set()
+        fields: tuple[tuple[str, str], ...] | None = ()
+        for prep in self._prepared:
+            for part in (prep.when_fields, prep.allow_fields):
+                if part is None:
+                    fields = None
+                elif fields is not None:
+                    found.update(part)
+        share = [p for p in policies if p.kind == "limits" and p.when is not None]
+        for policy in share:
+            part = rule_fields(policy.when)  # type: ignore[arg-type]
+            if part is None:
+                fields = None
+            else:
+                found.update(part)
+        self._fields = tuple(sorted(found)) if fields is not None else None
+        self._timed = any("now" in r.variables for p in self.policies for r in (p.when, p.allow) if r is not None)
+
+    def _cache(self, cycle: CycleState) -> _PassCache:
+        cache = cycle.scratch.get(self.name)
+        if cache is None:
+            cache = cycle.scratch[self.name] = self._last = _PassCache(cycle.now, self)
+            if len(self._answers) > _MAX_CACHED or len(self._nodes) > _MAX_CACHED // 10:
+                self._answers.clear()
+                self._nodes.clear()
+                self._classes.clear()
+        return cache
+
+    def _nodekey(self, cache: _PassCache, node: NodeView) -> Hashable:
+        key = cache.nodekeys.get(node.id)
+        if key is None:
+            cap = node.capacity
+            key = cache.nodekeys[node.id] = (node.id, node.name, node.domain, node.state.value,
+                                             tuple(sorted(node.labels.items())),
+                                             (cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots))
+        return key
+
+    def _node_map(self, key: Hashable, node: NodeView) -> dict[str, Any]:
+        found = self._nodes.get(key)
+        if found is None:
+            found = self._nodes[key] = node_variables(node)
+        return found
+
+    @staticmethod
+    def _tkey(rule: Rule | None, now: Mapping[str, Any]) -> Hashable:
+        if rule is None or "now" not in rule.variables:
+            return None
+        fields = rule.fields.get("now")
+        if fields is None:
+            return tuple(sorted(now.items()))
+        return tuple(now.get(f) for f in fields)
+
+    def _applicable(self, cache: _PassCache, task: TaskRequest, attrs: PolicyAttributes
+                    ) -> list[tuple[_Prepared, Hashable]]:
+        """The class's policies whose `when` may hold (a `when` that reads no node is decided here),
+        each with the key of what its `allow` reads of the job and task."""
+        ckey = (task.policy_class, cache.class_time)
+        found = self._classes.get(ckey)
+        if found is not None:
+            return found
+        found = []
+        answers = self._answers
+        ev = self._ev
+        for prep in self._prepared:
+            policy = prep.policy
+            if policy.when is not None and not prep.when_node:
+                key = ("when", policy.name, _key(prep.when_fields, task, attrs), self._tkey(policy.when, cache.time))
+                holds = answers.get(key)
+                if holds is None:
+                    ev.bind(job=attrs.job, task=attrs.task, now=cache.time)
+                    holds = answers[key] = bool(ev.truth(policy.when)[0])
+                if not holds:
+                    continue
+            found.append((prep, _key(prep.allow_fields, task, attrs)))
+        self._classes[ckey] = found
+        return found
+
+    def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+        attrs: PolicyAttributes | None = task.attributes
+        if attrs is None:
+            return PASS
+        cache = self._cache(cycle)
+        pair = (task.policy_class, node.id)
+        known = cache.pairs.get(pair)
+        if known is None:
+            # Answers outlive the pass: keyed by the node's attributes and, if any rule reads the
+            # clock, by the clock reading.
+            timekey = cache.timekey
+            if timekey is None and attrs.requires is not None and "now" in attrs.requires.variables:
+                timekey = tuple(sorted(cache.time.items()))
+            lasting = ("pair", task.policy_class, self._nodekey(cache, node), timekey)
+            known = self._answers.get(lasting)
+            if known is None:
+                known = self._answers[lasting] = self._decide(cache, task, attrs, node)
+            cache.pairs[pair] = known
+        return known[0]
+
+    @staticmethod
+    def rank_key(attrs: PolicyAttributes | None, identity: Hashable) -> Hashable:
+        """`TaskRequest.rank_key`: None without a `rank:`, else the rank's text and the values of
+        the fields it reads (the `policy_rank` scorer's class key)."""
+        if attrs is None or attrs.rank is None:
+            return None
+        fields = rule_fields(attrs.rank)
+        if fields is None:
+            return (attrs.rank.source, identity)
+        return (attrs.rank.source, _key(fields, None, attrs))
+
+    def policy_class(self, attrs: PolicyAttributes | None, identity: Hashable) -> Hashable:
+        """The class key a task should carry (`TaskRequest.policy_class`): the values of every
+        job and task field these policies and the task's own `requires` read, with its text.
+        Tasks with equal keys get equal answers from the policy filter on every node, so they
+        share its work. A rule that reads `job` or `task` whole falls back to `identity` (the job
+        and workflow task)."""
+        if attrs is None:
+            return None
+        fields = self._fields
+        requires = attrs.requires
+        if requires is not None and fields is not None:
+            extra = rule_fields(requires)
+            fields = None if extra is None else tuple(sorted(set(fields) | set(extra)))
+        if fields is None:
+            return ("identity", identity)
+        values = tuple(_freeze((attrs.job if var == "job" else attrs.task).get(name)) for var, name in fields)
+        return (attrs.job.get("domain"), values, requires.source if requires is not None else None)
+
+    def _decide(self, cache: _PassCache, task: TaskRequest, attrs: PolicyAttributes,
+                node: NodeView) -> tuple[Verdict, tuple[Finding, ...]]:
+        applicable = self._applicable(cache, task, attrs) if self._prepared else ()
+        requires = attrs.requires
+        if not applicable and requires is None:
+            return PASS, ()
+        nodekey = self._nodekey(cache, node)
+        answers = self._answers
+        ev = self._ev
+        now = cache.time
+        node_map: dict[str, Any] | None = None
+        kept: list[Finding] = []
+        job_domain = attrs.job.get("domain")
+        for prep, allow_key in applicable:
+            policy = prep.policy
+            own = prep.domain
+            if own is not None and own != job_domain and own != node.domain:
+                continue
+            if prep.when_node:
+                key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
+                holds = answers.get(key)
+                if holds is None:
+                    node_map = node_map or self._node_map(nodekey, node)
+                    ev.bind(job=attrs.job, task=attrs.task, node=node_map, now=now)
+                    holds = answers[key] = bool(ev.truth(policy.when)[0])  # type: ignore[arg-type]
+                if not holds:
+                    continue
+            key = ("allow", policy.name, allow_key if not prep.when_node else ("class", task.policy_class),
+                   nodekey if prep.allow_node else None, self._tkey(policy.allow, now))
+            finding = answers.get(key)
+            if finding is None:
+                node_map = node_map or self._node_map(nodekey, node)
+                ev.bind(job=attrs.job, task=attrs.task, node=node_map, now=now)
+                finding = answers[key] = judge(policy, ev)
+            if finding.allowed or finding.dry_run:
+                kept.append(finding)
+            else:
+                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
+                               summary=f"policy {finding.ref} ({finding.scope})"), ()
+        if requires is not None:
+            key = ("requires", requires.source, task.policy_class, nodekey, self._tkey(requires, now))
+            result = answers.get(key)
+            if result is None:
+                node_map = node_map or self._node_map(nodekey, node)
+                ev.bind(job=attrs.job, task=attrs.task, node=node_map, now=now)
+                result = answers[key] = ev.truth(requires)
+            ok, problem = result
+            if not ok:
+                why = f"is false on node {node.name}" if ok is False else f"could not be evaluated ({problem})"
+                return Verdict(Status.NEVER, self.name, f"the task requires {requires.source}: {why}",
+                               f"requirement not met: {requires.source}"), ()
+        return PASS, tuple(kept)
+
+    def decision(self, task: TaskRequest, node_id: str) -> tuple[Finding, ...]:
+        """The findings that let `task` onto `node_id` in the last pass (allows and dry-run denies)."""
+        if self._last is None:
+            return ()
+        found = self._last.pairs.get((task.policy_class, node_id))
+        return found[1] if found is not None else ()
+
+
+def _deny_text(finding: Finding, node: NodeView) -> Any:
+    return lambda: f"node {node.name}: denied by {finding.scope} policy {finding.ref}: {finding.reason}"
+
+
+class PolicyShareFilter:
+    """Limits policies' `max_cpu_share` for tasks of other domains than the node's."""
+
+    name = "policy_share"
+    scope = Scope.TASK
+
+    def __init__(self, policies: Sequence[Policy] = ()) -> None:
+        self.policies = tuple(p for p in policies if p.kind == "limits" and p.limits is not None
+                              and p.limits.max_cpu_share is not None)
+
+    def _foreign(self, node: NodeView, cycle: CycleState) -> int:
+        """CPU that tasks of other domains hold on the node: running plus placed in this pass
+        (cached per node version)."""
+        memo = cycle.scratch.setdefault(self.name, {})
+        version = cycle.version(node.id)
+        hit = memo.get(node.id)
+        if hit is not None and hit[0] == version:
+            return hit[1]  # type: ignore[no-any-return]
+        foreign = sum(t.resources.cpu_millis for t in node.running if t.domain != node.domain)
+        foreign += sum(t.resources.cpu_millis for t in cycle.placed_on(node.id) if t.domain != node.domain)
+        memo[node.id] = (version, foreign)
+        return foreign
+
+    def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+        if not self.policies or task.domain == node.domain and all(
+                p.limits.foreign_only for p in self.policies):  # type: ignore[union-attr]
+            return PASS
+        attrs: PolicyAttributes | None = task.attributes
+        foreign = self._foreign(node, cycle)
+        view = {"domain": task.domain, "cpu": task.resources.cpu_millis}
+        node_vars = {"domain": node.domain, "cpu": node.capacity.cpu_millis, "name": node.name}
+        ev = None
+        for policy in self.policies:
+            own = policy.domain
+            if own is not None and own != task.domain and own != node.domain:
+                continue
+            if policy.when is not None and attrs is not None:
+                ev = ev or Evaluator()
+                ev.bind(job=attrs.job, task=attrs.task, node=node_variables(node), now=time_context(cycle.now))
+                if not ev.truth(policy.when)[0]:
+                    continue
+            finding = check_limits(policy, view, node_vars, foreign)
+            if not finding.allowed and not finding.dry_run:
+                return Verdict(Status.NOT_NOW, self.name,
+                               f"node {node.name}: denied by {finding.scope} policy {finding.ref}: {finding.reason}",
+                               f"policy {finding.ref} ({finding.scope}): cpu share")
+        return PASS
+
+
+class PolicyRankScorer:
+    """The task's `rank:` CEL over the node, clamped to 0..100 by the pipeline (no rank, or an
+    error: 50). Cached per (rank key, node attributes) while the scorer lives."""
+
+    name = "policy_rank"
+    scope = Scope.CLASS
+    task_fields = ("rank_key",)
+
+    def __init__(self) -> None:
+        self._ev = Evaluator()
+        self._memo: dict[Hashable, float] = {}
+        self._nodes: dict[str, tuple[Hashable, dict[str, Any]]] = {}
+
+    def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
+        attrs: PolicyAttributes | None = task.attributes
+        if attrs is None or attrs.rank is None:
+            return 50.0
+        rank = attrs.rank
+        timed = None
+        if "now" in rank.variables:
+            timed = cycle.scratch.get(self.name)
+            if timed is None:
+                timed = cycle.scratch[self.name] = time_context(cycle.now)
+        cap = node.capacity
+        nodekey = (node.id, node.name, node.domain, node.state.value, tuple(sorted(node.labels.items())),
+                   cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots)
+        key = (task.rank_key, nodekey, None if timed is None else tuple(sorted(timed.items())))
+        value = self._memo.get(key)
+        if value is None:
+            held = self._nodes.get(node.id)
+            if held is None or held[0] != nodekey:
+                held = self._nodes[node.id] = (nodekey, node_variables(node))
+            number = self._ev.bind(job=attrs.job, task=attrs.task, node=held[1], now=timed).number(rank)
+            value = self._memo[key] = 50.0 if number is None else number
+            if len(self._memo) > _MAX_CACHED:
+                self._memo.clear()
+        return value

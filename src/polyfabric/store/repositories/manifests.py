@@ -1,0 +1,28 @@
+"""Signed result manifests, one per attempt that reported a result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from polyfabric.store.tables import result_manifests
+
+__all__ = ["SqlManifestRepository"]
+
+
+class SqlManifestRepository:
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            exists = self._conn.execute(sa.select(result_manifests.c.task_id).where(
+                result_manifests.c.task_id == row["task_id"], result_manifests.c.attempt == row["attempt"])).first()
+            if exists is None:
+                self._conn.execute(result_manifests.insert().values(**row))
+
+    def of_job(self, job_id: str) -> dict[tuple[str, int], dict[str, Any]]:
+        query = sa.select(result_manifests).where(result_manifests.c.job_id == job_id)
+        return {(r["task_id"], r["attempt"]): dict(r) for r in self._conn.execute(query).mappings()}

@@ -1,0 +1,251 @@
+"""The web UI in a real browser (Debian's Chromium, headless) against a real coordinator and agents.
+
+Each test signs in with a token through the sign-in form, as a person would, and checks what the
+page shows and does: nodes listed, a live workflow turning green without a reload, a task's logs,
+cordoning a node, and what a viewer may not do. Every page is screenshotted at 1280x800 and checked
+for horizontal overflow and console errors (conftest.Page.check_layout).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from polyfabric.testing import wait_until
+
+pytestmark = pytest.mark.e2e
+
+NODES = ["ui-node-1", "ui-node-2"]
+
+
+@pytest.fixture(scope="module")
+def node_ids(ui_fabric):
+    return ui_fabric.start_agents(NODES)
+
+
+@pytest.fixture(scope="module")
+def admin_token(ui_fabric):
+    return ui_fabric.token("admin")
+
+
+def live_workflow(release: str) -> dict:
+    """A gate that runs until the test creates `release`, a fan-out of 6 items after it, then a join."""
+    wait = f"echo gate-started; while [ ! -f '{release}' ]; do sleep 0.1; done; echo hello-from-gate"
+    return {"name": "ui-live", "tasks": {
+        "gate": {"command": ["sh", "-c", wait]},
+        "fan": {"depends_on": ["gate"], "foreach": [0, 1, 2, 3, 4, 5], "command": ["sh", "-c", "echo item {{ item }}"]},
+        "join": {"depends_on": ["fan"], "command": ["sh", "-c", "echo all done"]},
+    }}
+
+
+def step_status(page, name: str) -> str | None:
+    return page.page.locator(f'svg.dag [data-step="{name}"]').get_attribute("data-status")
+
+
+def test_sign_in_and_see_the_nodes(open_page, admin_token, node_ids, ui_fabric):
+    page = open_page()
+    page.page.goto(ui_fabric.url + "/ui/")
+    page.check_layout("signin")
+    page.sign_in(admin_token)
+    rows = page.page.locator("tr[data-node]")
+    rows.first.wait_for()
+    names = rows.evaluate_all("rows => rows.map(r => r.dataset.node)")
+    assert set(NODES) <= set(names)
+    row = page.page.locator(f'tr[data-node="{NODES[0]}"]')
+    assert row.get_attribute("data-state") == "active"
+    assert "region=local" in row.inner_text() and "test" in row.inner_text()
+    page.check_layout("nodes")
+    # The token is in this tab's sessionStorage, never in the address.
+    assert admin_token not in page.page.url
+    assert page.page.evaluate("() => sessionStorage.getItem('polyfabric.token')") == admin_token
+
+    # Filters are applied by the server: state=cordoned lists none of the (active) test nodes.
+    page.page.get_by_label("State").select_option("cordoned")
+    page.page.get_by_role("button", name="Filter").click()
+    page.page.get_by_text("No nodes match.").wait_for()
+    page.page.get_by_label("State").select_option("")
+    page.page.get_by_label("Label").fill("rack=r1")
+    page.page.get_by_role("button", name="Filter").click()
+    wait_until(lambda: page.page.locator("tr[data-node]").evaluate_all("r => r.map(x => x.dataset.node)") == [NODES[1]],
+               timeout=20, message="the label filter to leave only ui-node-2")
+
+
+def test_a_running_workflow_turns_green_without_a_reload_and_shows_a_tasks_logs(open_page, admin_token, node_ids,
+                                                                               ui_fabric):
+    release = ui_fabric.root / "release-live"
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
+    wait_until(lambda: ui_fabric.admin.get(f"/v1/jobs/{job['id']}/graph")["steps"][0]["status"] == "running",
+               timeout=60, message="the gate to run")
+
+    page = open_page(admin_token)
+    page.go("#/jobs")
+    page.page.locator(f'tr[data-job="{job["id"]}"]').wait_for()
+    page.check_layout("workflows")
+    page.page.locator(f'tr[data-job="{job["id"]}"] a').click()
+    page.page.locator('svg.dag [data-step="gate"]').wait_for()
+    assert step_status(page, "gate") == "running"
+    assert step_status(page, "fan") == "waiting"
+    page.page.evaluate("() => { window.__noReload = 'still here'; }")
+    page.check_layout("workflow-running")
+
+    release.touch()
+    for name in ("gate", "fan", "join"):
+        page.page.wait_for_function(
+            "(n) => document.querySelector(`svg.dag [data-step=\"${n}\"]`)?.dataset.status === 'succeeded'",
+            arg=name, timeout=60_000)
+    assert page.page.evaluate("() => window.__noReload") == "still here", "the page was reloaded"
+    page.page.wait_for_function("() => document.getElementById('job-status')?.dataset.status === 'succeeded'")
+    assert "×6" in page.page.locator('svg.dag [data-step="fan"]').text_content()
+    page.check_layout("workflow-done")
+
+    # The fan-out is one box; choosing it (from the keyboard) lists its six items.
+    page.page.locator('svg.dag [data-step="fan"]').focus()
+    page.page.keyboard.press("Enter")
+    page.page.get_by_role("heading", name="Tasks of fan (6 items)").wait_for()
+    keys = page.page.locator("tr[data-key]").evaluate_all("rows => rows.map(r => r.dataset.key)")
+    assert keys == [f"fan[{i}]" for i in range(6)]
+
+    # The gate's own task: its attempts and its logs.
+    page.page.locator('svg.dag [data-step="gate"]').click()
+    page.page.get_by_role("heading", name="Task gate").wait_for()
+    page.page.wait_for_function("() => document.getElementById('task-log')?.textContent.includes('hello-from-gate')")
+    assert "gate-started" in page.page.locator("#task-log").inner_text()
+    page.page.get_by_text("Logs complete (task succeeded).").wait_for()
+    page.check_layout("task-logs")
+
+
+def test_logs_stream_while_a_task_runs(open_page, admin_token, node_ids, ui_fabric):
+    release = ui_fabric.root / "release-logs"
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
+    page = open_page(admin_token)
+    page.go(f"#/jobs/{job['id']}")
+    page.page.locator('svg.dag [data-step="gate"][data-status="running"]').wait_for(timeout=60_000)
+    page.page.locator('svg.dag [data-step="gate"]').click()
+    page.page.wait_for_function("() => document.getElementById('task-log')?.textContent.includes('gate-started')",
+                                timeout=60_000)
+    assert "hello-from-gate" not in page.page.locator("#task-log").inner_text()
+    release.touch()
+    page.page.wait_for_function("() => document.getElementById('task-log')?.textContent.includes('hello-from-gate')",
+                                timeout=60_000)
+
+
+def test_cordon_a_node_and_see_its_state_change(open_page, admin_token, node_ids, ui_fabric):
+    page = open_page(admin_token)
+    page.go(f"#/nodes/{node_ids[0]}")
+    page.page.get_by_role("heading", name=f"Node {NODES[0]}").wait_for()
+    assert page.page.locator("#node-state").get_attribute("data-state") == "active"
+    page.check_layout("node")
+    page.page.get_by_label("Reason").fill("browser test")
+    page.page.get_by_role("button", name="Cordon").click()
+    page.page.locator('#node-state[data-state="cordoned"]').wait_for()
+    assert ui_fabric.admin.get(f"/v1/nodes/{node_ids[0]}")["state"] == "cordoned"
+    # The audit trail on the same page shows the transition, with the reason given.
+    page.page.locator("section", has=page.page.get_by_role("heading", name="History")).get_by_text(
+        "cordoned").first.wait_for()
+    page.go("#/nodes")
+    page.page.locator(f'tr[data-node="{NODES[0]}"][data-state="cordoned"]').wait_for()
+    page.page.get_by_role("link", name=NODES[0]).click()
+    page.page.get_by_role("button", name="Uncordon").click()
+    page.page.locator('#node-state[data-state="active"]').wait_for()
+    assert ui_fabric.admin.get(f"/v1/nodes/{node_ids[0]}")["state"] == "active"
+
+
+def test_a_viewer_sees_no_cordon_button_and_a_forced_request_gets_403(open_page, node_ids, ui_fabric):
+    viewer = ui_fabric.token("viewer")
+    page = open_page(viewer)
+    page.page.locator("tr[data-node]").first.wait_for()
+    page.go(f"#/nodes/{node_ids[1]}")
+    page.page.get_by_role("heading", name=f"Node {NODES[1]}").wait_for()
+    page.page.get_by_role("heading", name="Audit trail").wait_for()
+    assert page.page.locator("[data-action]").count() == 0
+    assert page.page.get_by_role("button", name="Cordon").count() == 0
+    page.check_layout("node-viewer")
+    # The same request the operator's button sends, forced from the viewer's page, is refused.
+    status = page.page.evaluate("""async (id) => {
+        const r = await fetch(`/v1/nodes/${id}/cordon`, {method: 'POST', headers: {
+          authorization: `Bearer ${sessionStorage.getItem('polyfabric.token')}`, 'content-type': 'application/json'},
+          body: JSON.stringify({reason: 'forced'})});
+        return [r.status, (await r.json()).error.message];
+    }""", node_ids[1])
+    assert status[0] == 403 and "node.manage needs role operator" in status[1]
+    assert ui_fabric.admin.get(f"/v1/nodes/{node_ids[1]}")["state"] == "active"
+    # Nor may a viewer act on workflows: no intervention buttons on a workflow's page.
+    jobs = ui_fabric.admin.get("/v1/jobs", limit=1)
+    if jobs:
+        page.go(f"#/jobs/{jobs[0]['id']}")
+        page.page.locator("svg.dag").wait_for()
+        assert page.page.locator("[data-action]").count() == 0
+
+
+def test_audit_page_filters_and_verifies_the_chain(open_page, admin_token, node_ids, ui_fabric):
+    page = open_page(admin_token)
+    page.go("#/audit")
+    page.page.get_by_role("heading", name="Audit").wait_for()
+    page.page.get_by_label("Action").fill("node.transition")
+    page.page.get_by_role("button", name="Filter").click()
+    page.page.locator("table caption").wait_for()
+    actions = page.page.locator("tbody tr td:nth-child(3)").all_inner_texts()
+    assert actions and set(actions) == {"node.transition"}
+    page.page.get_by_role("button", name="Verify the chain").click()
+    report = page.page.locator("#verify-report p[data-ok]")
+    report.wait_for()
+    assert report.get_attribute("data-ok") == "true", report.inner_text()
+    assert "The chain is intact" in report.inner_text()
+    page.check_layout("audit")
+
+
+@pytest.mark.parametrize("name", ["topology", "usage", "policies", "config", "secrets", "schedules"])
+def test_feature_pages_show_the_data_or_say_the_feature_is_not_available(open_page, admin_token, node_ids, name):
+    page = open_page(admin_token)
+    page.go(f"#/{name}")
+    body = page.page.locator(f"#feature-{name}")
+    body.locator("*").first.wait_for()
+    page.page.wait_for_function(f"() => !document.querySelector('#feature-{name}').textContent.includes('Loading')")
+    if body.locator("[data-unavailable]").count():
+        assert "is not available on this coordinator" in body.inner_text()
+    else:
+        assert body.locator(".error").count() == 0, body.inner_text()
+    page.check_layout(f"feature-{name}")
+
+
+def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
+    page = open_page(admin_token, viewport={"width": 390, "height": 844})
+    page.page.locator("tr[data-node]").first.wait_for()
+    page.check_layout("nodes-phone")
+    # The skip link is the first stop, and the navigation is reachable by Tab alone.
+    first = page.page.evaluate("() => document.querySelector('a[href], button, input, select, "
+                               "[tabindex]:not([tabindex=\\'-1\\'])').textContent")
+    assert first == "Skip to content"
+    page.page.get_by_role("link", name="Nodes", exact=True).focus()
+    page.page.keyboard.press("Tab")
+    page.page.keyboard.press("Tab")
+    assert page.page.evaluate("() => document.activeElement.getAttribute('href')") == "#/topology"
+    page.page.keyboard.press("Enter")
+    page.page.get_by_role("heading", name="Topology").wait_for()
+    # Focus moves to the new page's heading (so a screen reader announces it).
+    page.page.wait_for_function("() => document.activeElement.tagName === 'H1'")
+    assert page.page.evaluate("() => document.activeElement.textContent") == "Topology"
+
+
+def test_nodes_are_read_a_page_at_a_time(open_page, admin_token, node_ids, ui_fabric):
+    """Last in the module: it adds 60 Pending nodes (page-00 ... page-59), which sort before ui-node-*."""
+    names = [f"page-{i:02d}" for i in range(60)]
+    ui_fabric.register_nodes(names)
+    page = open_page(admin_token)
+    rows = page.page.locator("tr[data-node]")
+    page.page.get_by_role("table", name="Nodes, page 1").wait_for()
+    first = rows.evaluate_all("rows => rows.map(r => r.dataset.node)")
+    assert first == names[:50]
+    page.page.get_by_role("button", name="Next").click()
+    page.page.get_by_role("table", name="Nodes, page 2").wait_for()
+    second = rows.evaluate_all("rows => rows.map(r => r.dataset.node)")
+    assert second[:10] == names[50:] and set(NODES) <= set(second)
+    assert page.page.get_by_role("button", name="Next").is_disabled()
+    page.page.get_by_role("button", name="Previous").click()
+    page.page.get_by_role("table", name="Nodes, page 1").wait_for()
+    assert rows.evaluate_all("rows => rows.map(r => r.dataset.node)") == first
+    # A server-side filter: only the Pending ones, which is all of page 1 again.
+    page.page.get_by_label("State").select_option("pending")
+    page.page.get_by_role("button", name="Filter").click()
+    page.page.locator('tr[data-node="page-00"][data-state="pending"]').wait_for()
+    assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.state)")) == {"pending"}
+    page.check_layout("nodes-paged")

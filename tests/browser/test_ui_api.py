@@ -1,0 +1,125 @@
+"""What the UI needs from the coordinator, without a browser: its static files served safely, and
+the workflow graph endpoint (per-step counts, authorization). Runs where Chromium is missing too."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from polyfabric.api.routes.ui import STATIC_DIR, step_status
+from polyfabric.testing import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def node(ui_fabric):
+    return ui_fabric.start_agents(["api-node-1"])[0]
+
+
+def test_the_ui_is_served_under_ui_with_a_strict_content_security_policy(ui_fabric):
+    first = httpx.get(ui_fabric.url + "/ui", follow_redirects=False)
+    assert first.status_code == 307 and first.headers["location"] == "/ui/"
+    page = httpx.get(ui_fabric.url + "/ui/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert '<script type="module" src="/ui/app.js">' in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+    # Any path without a file extension is the single page (deep links); a missing file is 404.
+    assert httpx.get(ui_fabric.url + "/ui/nodes/abc").text == page.text
+    assert httpx.get(ui_fabric.url + "/ui/nope.js").status_code == 404
+    # Nothing outside the static directory, however the path is spelled.
+    for sneaky in ("/ui/%2e%2e/%2e%2e/api/app.py", "/ui/..%2f..%2fapi%2fapp.py", "/ui/%2e%2e/__init__.py"):
+        reply = httpx.get(ui_fabric.url + sneaky)
+        assert "create_app" not in reply.text and "polyfabric.ui" not in reply.text, sneaky
+
+
+def test_every_module_the_ui_imports_is_served_as_javascript(ui_fabric):
+    files = sorted(p.name for p in STATIC_DIR.glob("*.js"))
+    assert "app.js" in files
+    for name in files:
+        reply = httpx.get(f"{ui_fabric.url}/ui/{name}")
+        assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/javascript"), name
+        for imported in re.findall(r"from '\./([\w.-]+)'", reply.text):
+            assert imported in files, f"{name} imports ./{imported}, which is not shipped"
+        assert not re.search(r"\.(innerHTML|outerHTML)\s*=|insertAdjacentHTML|document\.write", reply.text), \
+            f"{name} writes markup from strings"
+    assert httpx.get(f"{ui_fabric.url}/ui/app.css").headers["content-type"].startswith("text/css")
+
+
+def test_the_graph_of_a_workflow_counts_each_steps_instances_by_status(ui_fabric, node):
+    doc = {"name": "graph", "tasks": {
+        "a": {"command": ["true"]},
+        "b": {"depends_on": ["a"], "foreach": [1, 2, 3], "command": ["sh", "-c", "exit 0"]},
+        "c": {"depends_on": ["b"], "when": "false", "command": ["true"]},
+    }}
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": doc, "params": {}, "domain": "test"})
+    wait_until(lambda: ui_fabric.admin.get(f"/v1/jobs/{job['id']}")["status"] == "succeeded", timeout=60,
+               message="the graph job to finish")
+    graph = ui_fabric.admin.get(f"/v1/jobs/{job['id']}/graph")
+    assert graph["job"]["id"] == job["id"] and graph["job"]["status"] == "succeeded"
+    assert graph["job"]["counts"] == {"succeeded": 4, "skipped": 1}
+    steps = {s["name"]: s for s in graph["steps"]}
+    assert [s["name"] for s in graph["steps"]] == ["a", "b", "c"]
+    assert steps["a"] == {**steps["a"], "depends_on": [], "foreach": False, "items": None,
+                          "counts": {"succeeded": 1}, "status": "succeeded"}
+    assert steps["a"]["task_id"]
+    assert steps["b"]["foreach"] and steps["b"]["items"] == 3 and steps["b"]["counts"] == {"succeeded": 3}
+    assert steps["b"]["depends_on"] == ["a"] and steps["b"]["task_id"] is None
+    assert steps["c"]["status"] == "skipped"
+
+
+def test_the_graph_is_only_for_tokens_that_may_read_the_job(ui_fabric, node, raw):
+    job = ui_fabric.admin.get("/v1/jobs", limit=1)[0]
+    path = f"/v1/jobs/{job['id']}/graph"
+    assert raw(ui_fabric.url, "GET", path, None).status_code == 401
+    other = ui_fabric.token("viewer", ["elsewhere"])
+    refused = raw(ui_fabric.url, "GET", path, other)
+    assert refused.status_code == 403 and "domain 'test'" in refused.json()["error"]["message"]
+    assert raw(ui_fabric.url, "GET", path, ui_fabric.token("viewer", ["test"])).status_code == 200
+    missing = raw(ui_fabric.url, "GET", "/v1/jobs/nope/graph", ui_fabric.token("viewer"))
+    assert missing.status_code == 404 and "no job 'nope'" in missing.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(("counts", "group", "expected"), [
+    ({"succeeded": 2, "running": 1}, "running", "running"),
+    ({"succeeded": 2, "failed": 1, "running": 1}, "running", "failed"),
+    ({"waiting": 3}, None, "waiting"),
+    ({}, None, "waiting"),
+    ({"succeeded": 3}, "succeeded", "succeeded"),
+    ({"failed": 1}, "cancelled", "cancelled"),
+    ({"ready": 1, "waiting": 2}, "running", "ready"),
+])
+def test_a_step_has_one_status_made_of_its_items(counts, group, expected):
+    assert step_status(counts, group) == expected
+
+
+def test_polyfabric_up_prints_the_ui_address_and_a_token_that_signs_in(tmp_path):
+    port = free_port()
+    data = tmp_path / "fabric"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYFABRIC_")}
+    try:
+        done = subprocess.run([sys.executable, "-m", "polyfabric", "up", "--detach", "--agents", "1", "--port",
+                               str(port), "--data-dir", str(data)], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        found = re.search(r"web UI: (http://\S+/ui/)\s+\(sign in with: (pfa_\S+)\)", done.stdout)
+        assert found, done.stdout
+        url, token = found.groups()
+        assert url == f"http://127.0.0.1:{port}/ui/"
+        assert httpx.get(url).status_code == 200
+        me = httpx.get(f"http://127.0.0.1:{port}/v1/whoami", headers={"authorization": f"Bearer {token}"}).json()
+        assert me["role"] == "operator" and me["domains"] == ["*"]
+        assert token not in (data / "coordinator" / "admin.token").read_text()
+    finally:
+        pids = (data / "pids").read_text().split() if (data / "pids").exists() else []
+        for pid in reversed(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(pid), signal.SIGTERM)

@@ -1,0 +1,111 @@
+"""Two-sided negotiation end to end: the lease is an offer, the node's owner policy answers it.
+
+Two real agents in domain lab: `picky` runs with `--policy FILE` (its owner accepts only jobs of
+domain lab), `easy` accepts anything. Jobs of domain ops prefer `picky` (`rank:`), so the
+coordinator offers them there first: the owner declines (signed, audited, shown in `job show`),
+and the task runs on `easy`. Then the owner edits the file and reloads (`polyfabric agent
+reload`): new offers follow the new policy, and a running task the new policy no longer allows is
+handed back (`on_change: stop`) and finishes elsewhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from polyfabric.client.errors import ApiError
+from polyfabric.testing import wait_until
+
+pytestmark = pytest.mark.e2e
+
+OK = ["sh", "-c", "true"]
+PREFER_PICKY = 'node.name == "picky" ? 100 : 0'
+
+
+@pytest.fixture(scope="module")
+def pair(fabric, workflows):
+    for name in ("lab", "ops"):
+        try:
+            fabric.admin.post("/v1/domains", {"name": name})
+        except ApiError as exc:
+            assert exc.status == 409
+    policy = fabric.root / "picky-policy.yaml"
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "reason": "owner's rule"}))
+    join = fabric.join_token("lab")["token"]
+    extra = ["--slots", "2", "--kill-grace", "2", "--stop-grace", "0"]
+    picky = fabric.agent("picky", join_token=join, extra_args=[*extra, "--policy", str(policy)])
+    easy = fabric.agent("easy", join_token=join, extra_args=extra)
+    for agent in (picky, easy):
+        fabric.wait_state(agent, "active", timeout=40)
+    workflows.workers.extend([picky, easy])
+    return {"picky": fabric.wait_joined(picky), "easy": fabric.wait_joined(easy), "policy": policy,
+            "picky_agent": picky}
+
+
+def test_a_node_owners_decline_is_honoured_the_task_runs_elsewhere(fabric, workflows, pair):
+    job = workflows.jobs.submit({"name": "foreign", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
+                                None, "ops")["id"]
+    assert workflows.wait(job, timeout=90)["status"] == "succeeded"
+    task = workflows.task(job, "a")
+    assert task["node_id"] == pair["easy"]
+    assert [(a["status"], a["node_id"]) for a in task["attempts"]] == [
+        ("declined", pair["picky"]), ("succeeded", pair["easy"])]
+    assert task["failures"] == 0
+    assert "domain 'ops' are not accepted here" in task["attempts"][0]["error"]
+
+    shown = fabric.cli_json("job", "show", job)["policy"]["declines"]
+    assert [(d["node_id"], d["policy"]) for d in shown] == [(pair["picky"], "owner v1")]
+    assert "owner's rule" in shown[0]["reason"]
+    assert "Declined:" in fabric.cli("job", "show", job).stdout
+    assert "domain 'ops'" in fabric.cli("task", "show", task["id"]).stdout
+
+    audited = [r for r in fabric.audit(kind="task.declined") if r["subject"] == f"task:{task['id']}"]
+    assert len(audited) == 1
+    record = audited[0]
+    assert record["actor"] == f"node:{pair['picky']}" and "domain 'ops'" in record["cause"]
+    assert record["details"]["signature_valid"] is True  # Ed25519 over the answer, by the node's key
+    assert record["details"]["answer"]["decision"] == "decline"
+
+    # Jobs of the owner's own domain are accepted on the preferred node.
+    own = workflows.jobs.submit({"name": "own", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
+                                None, "lab")["id"]
+    assert workflows.wait(own, timeout=60)["status"] == "succeeded"
+    assert workflows.task(own, "a")["node_id"] == pair["picky"]
+
+
+def test_a_task_only_a_declining_node_could_take_waits_and_says_why(fabric, workflows, pair):
+    job = workflows.jobs.submit({"name": "only-picky", "requires": 'node.name == "picky"',
+                                 "tasks": {"a": {"command": OK}}}, None, "ops")["id"]
+    task = workflows.wait_task(job, "a", lambda t: "declined by 1 node" in (t.get("pending_reason") or ""),
+                               timeout=60, what="a pending reason naming the decline")
+    reason = task["pending_reason"]
+    assert "2 nodes evaluated" in reason and "requirement not met" in reason, reason
+    workflows.jobs.post(f"/v1/jobs/{job}/cancel", {"reason": "test"})
+
+
+def test_reloading_the_owner_policy_changes_new_offers_and_stops_what_it_no_longer_allows(fabric, workflows, pair):
+    policy = pair["policy"]
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab", "ops"]}, "on_change": "stop"}))
+    result = fabric.cli("agent", "reload", "--data-dir", str(pair["picky_agent"].data_dir))
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: "reloaded: version 2" in pair["picky_agent"].log(), timeout=20, message="the reload")
+
+    release = workflows.path("negotiation.release")
+    release.unlink(missing_ok=True)
+    hold = f"while [ ! -e '{release}' ]; do sleep 0.05; done"
+    job = workflows.jobs.submit({"name": "long", "rank": PREFER_PICKY,
+                                 "tasks": {"a": {"command": ["sh", "-c", hold]}}}, None, "ops")["id"]
+    workflows.wait_running(job, "a", attempt=1, timeout=60)
+    assert workflows.task(job, "a")["node_id"] == pair["picky"]  # the new policy accepts ops
+
+    # The owner closes the node to ops again: the running task is handed back and moves.
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "on_change": "stop"}))
+    assert fabric.cli("agent", "reload", "--data-dir", str(pair["picky_agent"].data_dir)).returncode == 0
+    moved = workflows.wait_task(job, "a", lambda t: t["status"] == "running" and t["node_id"] == pair["easy"],
+                                timeout=60, what="running on easy")
+    release.touch()
+    assert workflows.wait(job, timeout=60)["status"] == "succeeded"
+    attempts = workflows.task(job, "a")["attempts"]
+    assert attempts[0]["node_id"] == pair["picky"] and attempts[0]["status"] == "rejected"
+    assert "no longer allows" in attempts[0]["error"]
+    assert moved["failures"] == 0
