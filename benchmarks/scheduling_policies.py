@@ -215,7 +215,8 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
 
 
 COLUMNS = [("nodes", "nodes"), ("tasks", "tasks"), ("policies", "policies"), ("owner_policies", "owners"),
-           ("off_s", "off s"), ("on_s", "on s"), ("cold_on_s", "first on s"), ("negotiation_s", "of which offers s"), ("ratio", "on/off"),
+           ("off_s", "off s"), ("on_s", "on s"), ("cold_on_s", "first on s"),
+           ("negotiation_s", "of which offers s"), ("ratio", "on/off"),
            ("placed_off", "placed off"), ("placed_on", "placed on"), ("declined", "declined"),
            ("classes_off", "classes off"), ("classes_on", "classes on")]
 

@@ -148,10 +148,8 @@ class UiFabric:
         self.admin.close()
 
 
-@pytest.fixture(scope="module")
-def ui_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiFabric]:
-    root = tmp_path_factory.mktemp("ui-fabric")
-    coordinator = CoordinatorProcess(root / "coordinator", heartbeat_interval=0.5, unreachable_after=3,
+def start_fabric(root: Path, db_url: str | None = None) -> Iterator[UiFabric]:
+    coordinator = CoordinatorProcess(root / "coordinator", db_url, heartbeat_interval=0.5, unreachable_after=3,
                                      down_after=6)
     coordinator.start()
     fab = UiFabric(coordinator, root)
@@ -160,6 +158,18 @@ def ui_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiFabric]:
     finally:
         fab.close()
         coordinator.stop()
+
+
+@pytest.fixture(scope="session")
+def fabric_factory() -> Any:
+    """`start_fabric(root, db_url)` for modules that want their own store (a generator: `yield from`)."""
+    return start_fabric
+
+
+@pytest.fixture(scope="module")
+def ui_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiFabric]:
+    """SQLite: what the browser sees does not depend on the store (test_ui_api.py runs both)."""
+    yield from start_fabric(tmp_path_factory.mktemp("ui-fabric"))
 
 
 class Page:

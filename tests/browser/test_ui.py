@@ -87,6 +87,14 @@ def test_a_running_workflow_turns_green_without_a_reload_and_shows_a_tasks_logs(
     page.page.evaluate("() => { window.__noReload = 'still here'; }")
     page.check_layout("workflow-running")
 
+    # Meanwhile, in another tab: the gate's node lists it among the tasks it runs.
+    gate_id = ui_fabric.admin.get(f"/v1/jobs/{job['id']}/graph")["steps"][0]["task_id"]
+    gate = ui_fabric.admin.get(f"/v1/tasks/{gate_id}")
+    other = open_page(admin_token)
+    other.go(f"#/nodes/{gate['node_id']}")
+    other.page.locator("#node-tasks tr", has_text="gate").wait_for()
+    assert "running" in other.page.locator("#node-tasks tr", has_text="gate").inner_text()
+
     release.touch()
     for name in ("gate", "fan", "join"):
         page.page.wait_for_function(
@@ -207,6 +215,23 @@ def test_feature_pages_show_the_data_or_say_the_feature_is_not_available(open_pa
     page.check_layout(f"feature-{name}")
 
 
+def test_topology_shows_the_tree_with_the_nodes_and_their_round_trips(open_page, admin_token, node_ids):
+    page = open_page(admin_token)
+    page.go("#/topology")
+    body = page.page.locator("#feature-topology")
+    page.page.wait_for_function("() => !document.querySelector('#feature-topology').textContent.includes('Loading')")
+    if body.locator("[data-unavailable]").count():
+        pytest.skip("this coordinator serves no /v1/topology")
+    body.locator("summary", has_text="local").first.wait_for()
+    # Regions and zones are open; a rack opens on demand and lists its nodes with their state.
+    body.locator("summary", has_text="r0").first.click()
+    body.get_by_role("link", name=NODES[0]).wait_for()
+    body.get_by_role("button", name="Show round trips").click()
+    body.locator("table caption", has_text="Round trips to the coordinator").wait_for()
+    assert set(NODES) <= set(body.locator("tbody th").all_inner_texts())
+    page.check_layout("topology-open")
+
+
 def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
     page = open_page(admin_token, viewport={"width": 390, "height": 844})
     page.page.locator("tr[data-node]").first.wait_for()
@@ -227,9 +252,10 @@ def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
 
 
 def test_nodes_are_read_a_page_at_a_time(open_page, admin_token, node_ids, ui_fabric):
-    """Last in the module: it adds 60 Pending nodes (page-00 ... page-59), which sort before ui-node-*."""
+    """Last in the module: it adds 60 nodes without agents (page-00 ... page-59, domain paging), which
+    sort before ui-node-*."""
     names = [f"page-{i:02d}" for i in range(60)]
-    ui_fabric.register_nodes(names)
+    ui_fabric.register_nodes(names, domain="paging")
     page = open_page(admin_token)
     rows = page.page.locator("tr[data-node]")
     page.page.get_by_role("table", name="Nodes, page 1").wait_for()
@@ -243,9 +269,9 @@ def test_nodes_are_read_a_page_at_a_time(open_page, admin_token, node_ids, ui_fa
     page.page.get_by_role("button", name="Previous").click()
     page.page.get_by_role("table", name="Nodes, page 1").wait_for()
     assert rows.evaluate_all("rows => rows.map(r => r.dataset.node)") == first
-    # A server-side filter: only the Pending ones, which is all of page 1 again.
-    page.page.get_by_label("State").select_option("pending")
+    # A server-side filter: domain "test" leaves only the two agents' nodes, on one page.
+    page.page.get_by_label("Domain").fill("test")
     page.page.get_by_role("button", name="Filter").click()
-    page.page.locator('tr[data-node="page-00"][data-state="pending"]').wait_for()
-    assert set(rows.evaluate_all("rows => rows.map(r => r.dataset.state)")) == {"pending"}
+    wait_until(lambda: rows.evaluate_all("rows => rows.map(r => r.dataset.node)") == NODES, timeout=20,
+               message="the domain filter to leave the two test nodes")
     page.check_layout("nodes-paged")

@@ -20,6 +20,12 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
+def ui_fabric(module_db_url, tmp_path_factory, fabric_factory):
+    """Here on both stores (the graph's counts are SQL of their own)."""
+    yield from fabric_factory(tmp_path_factory.mktemp("ui-api"), module_db_url)
+
+
+@pytest.fixture(scope="module")
 def node(ui_fabric):
     return ui_fabric.start_agents(["api-node-1"])[0]
 
@@ -123,3 +129,22 @@ def test_polyfabric_up_prints_the_ui_address_and_a_token_that_signs_in(tmp_path)
         for pid in reversed(pids):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(int(pid), signal.SIGTERM)
+
+
+def test_a_nodes_tasks_are_the_attempts_it_holds_now(ui_fabric, node, raw, tmp_path):
+    release = tmp_path / "release-held"
+    hold = f"while [ ! -f '{release}' ]; do sleep 0.1; done"
+    doc = {"name": "held", "tasks": {"hold": {"command": ["sh", "-c", hold]}}}
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": doc, "params": {}, "domain": "test"})
+
+    def mine() -> list[dict]:
+        return [a for a in ui_fabric.admin.get(f"/v1/nodes/{node}/tasks") if a["job_id"] == job["id"]]
+
+    held = wait_until(lambda: [a for a in mine() if a["status"] == "running"], timeout=60,
+                      message="the held task to run on the node")
+    assert [(a["key"], a["attempt"], a["domain"]) for a in held] == [("hold", 1, "test")]
+    refused = raw(ui_fabric.url, "GET", f"/v1/nodes/{node}/tasks", ui_fabric.token("viewer", ["elsewhere"]))
+    assert refused.status_code in (403, 404), refused.text
+    assert raw(ui_fabric.url, "GET", "/v1/nodes/no-such-node/tasks", ui_fabric.token("viewer")).status_code == 404
+    release.touch()
+    wait_until(lambda: not mine(), timeout=60, message="the node to hold nothing of the job once it finished")

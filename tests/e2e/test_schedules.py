@@ -9,6 +9,7 @@ here: a submitted job stays running, which is what concurrency forbid needs to s
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections.abc import Iterator
@@ -57,7 +58,7 @@ def _contiguous(fires: list[dict[str, Any]]) -> None:
     """Every due time from the first to the last appears exactly once."""
     times = [f["scheduled_at"] for f in fires]
     assert len(times) == len(set(times)), f"a due time recorded twice: {times}"
-    gaps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
     assert all(g == EVERY for g in gaps), f"due times not contiguous: {gaps}"
 
 
@@ -151,3 +152,41 @@ def test_after_a_kill_9_exactly_the_catch_up_number_of_missed_runs_fire(fab: Fab
     runs = [j for j in fab.admin.get("/v1/jobs", limit=1000) if j["submitted_by"] == "schedule:cu"]
     assert sorted(j["id"] for j in runs) == sorted(job_ids)  # no run without its fire, none twice
     fab.admin.delete("/v1/schedules/cu")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_a_leader_change_loses_no_due_time_and_runs_none_twice(backend: str, db_url: str, tmp_path):
+    """Two coordinators on one PostgreSQL: kill -9 the leader while a schedule fires every 2 s; the
+    other takes over (about 5 s) and the due times of the gap run then, each once (30 s grace)."""
+    coordinators = [CoordinatorProcess(tmp_path / f"c{i}", db_url, heartbeat_interval=HEARTBEAT,
+                                       unreachable_after=UNREACHABLE, down_after=DOWN) for i in range(2)]
+    for c in coordinators:
+        c.env = {"POLYFABRIC_SCHEDULE_TICK_S": "0.2", "POLYFABRIC_SCHEDULE_GRACE_S": "30"}
+    try:
+        coordinators[0].start()
+        coordinators[1].start()
+        token = coordinators[0].admin_token
+        with coordinators[0].api(token) as api:
+            api.post("/v1/domains", {"name": "test"})
+            api.post("/v1/schedules", {"workflow": WORKFLOW, "domain": "test", "cron": CRON, "name": "ha"})
+            wait_until(lambda: len(api.get("/v1/schedules/ha")["recent"]) >= 2, timeout=40, interval=0.2,
+                       message="two runs under the first leader")
+        coordinators[0].kill(signal.SIGKILL)
+        killed_at = time.time()
+        with coordinators[1].api(token) as api:
+            def fires() -> list[dict[str, Any]]:
+                return sorted(api.get("/v1/schedules/ha", fires=1000)["recent"], key=lambda f: f["scheduled_at"])
+
+            wait_until(lambda: any(f["scheduled_at"] > killed_at + 8 for f in fires()), timeout=60, interval=0.3,
+                       message="runs under the new leader")
+            wait_until(lambda: api.post("/v1/schedules/ha/pause"), timeout=30, message="pause on the new leader")
+            final = wait_until(lambda: (lambda f: f if all(x["outcome"] != "pending" for x in f) else None)(fires()),
+                               timeout=30, message="no fire pending")
+            _contiguous(final)
+            assert {f["outcome"] for f in final} == {"submitted"}, final
+            ids = [f["job_id"] for f in final]
+            runs = [j["id"] for j in api.get("/v1/jobs", limit=1000) if j["submitted_by"] == "schedule:ha"]
+            assert sorted(runs) == sorted(ids) and len(set(ids)) == len(ids)
+    finally:
+        for c in coordinators:
+            c.stop()

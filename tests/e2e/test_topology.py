@@ -94,13 +94,17 @@ def _estimate(fabric: Any, a: str, b: str) -> float | None:
     return reply.json()["estimated_rtt_s"] if reply.status_code == 200 else None
 
 
-def _converged(net: Net) -> dict[str, float] | None:
+def _estimates(net: Net) -> dict[str, float] | None:
     n = net.names
     est = {pair: _estimate(net.fabric, n[pair[0]], n[pair[1]]) for pair in ("ab", "ac", "bc")}
     if any(v is None for v in est.values()):
         return None
-    values: dict[str, float] = {k: float(v) for k, v in est.items() if v is not None}
-    if values["ab"] * 3 < min(values["ac"], values["bc"]):
+    return {k: float(v) for k, v in est.items() if v is not None}
+
+
+def _converged(net: Net) -> dict[str, float] | None:
+    values = _estimates(net)
+    if values is not None and values["ab"] * 3 < min(values["ac"], values["bc"]):
         return values
     return None
 
@@ -108,6 +112,11 @@ def _converged(net: Net) -> dict[str, float] | None:
 def test_measured_coordinates_order_the_pairs(net: Net) -> None:
     est = wait_until(lambda: _converged(net), timeout=90, interval=1.0,
                      message="coordinates to place a-b well closer than a-c and b-c")
+    # And they stay so: on this loaded machine a stall can inflate a few samples for a moment,
+    # so most (not all) of ten readings over the next seconds must order the pairs.
+    readings = [_estimates(net) for _ in range(10)]
+    ordered = [r for r in readings if r is not None and r["ab"] < min(r["ac"], r["bc"])]
+    assert len(ordered) >= 8, readings
     # True round trips: a-b 2 ms, a-c and b-c 50 ms, plus loopback and scheduling noise on a
     # loaded machine (heartbeat round trips include the coordinator's processing, which ends up
     # in the heights), so the bounds are loose; the order is what matters.
@@ -131,19 +140,34 @@ def test_topology_cli_tree_and_rtt(net: Net) -> None:
     racks = {k["name"] for k in zones["z1"]["children"]}
     assert racks == {"k-a", "k-b"}
     wait_until(lambda: _converged(net), timeout=90, interval=1.0, message="coordinates to converge")
-    near = net.fabric.cli_json("topology", "rtt", net.names["a"], net.names["b"])
-    far = net.fabric.cli_json("topology", "rtt", net.names["a"], net.names["c"])
+
+    def ordered() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        near = net.fabric.cli_json("topology", "rtt", net.names["a"], net.names["b"])
+        far = net.fabric.cli_json("topology", "rtt", net.names["a"], net.names["c"])
+        return (near, far) if near["estimated_rtt_s"] < far["estimated_rtt_s"] else None
+
+    near, far = wait_until(ordered, timeout=60, interval=1.0, message="topology rtt to order a-b before a-c")
     assert near["from"]["name"] == net.names["a"] and near["to"]["name"] == net.names["b"]
-    assert near["estimated_rtt_s"] < far["estimated_rtt_s"], (near, far)
+    assert far["estimated_rtt_ms"] == round(far["estimated_rtt_s"] * 1000, 3)
+    coords = {r["name"]: r for r in net.fabric.cli_json("topology", "coords")}
+    assert set(net.names.values()) <= set(coords)
+    assert coords[net.names["c"]]["labels"] == {"region": "r1", "zone": "z2", "rack": "k-c"}
     text = net.fabric.cli("topology")
     assert text.returncode == 0 and "zone z1: 2 nodes" in text.stdout, text.stdout + text.stderr
     missing = net.fabric.cli("topology", "rtt", net.names["a"], "no-such-node")
     assert missing.returncode != 0 and "no-such-node" in missing.stderr
 
 
-def test_rtt_api_refuses_bad_input(net: Net) -> None:
+def test_bad_input_is_refused_with_a_reason(net: Net, signed: Any) -> None:
     assert net.fabric.http("GET", "/v1/topology/rtt", params={"from": net.names["a"]}).status_code == 422
     assert net.fabric.http("GET", "/v1/topology", token=None).status_code == 401
+    # A heartbeat with a malformed coordinate: 400 naming it (the agent's own key signs it).
+    key = signed.identity(net.agents["a"].data_dir)
+    for coords in ({"vec": "x"}, {"vec": [0.0] * 40}, {"vec": [0.0], "height": -1}):
+        reply = signed.post(net.fabric.url, "/v1/agent/heartbeat", {"coords": coords}, key=key)
+        assert reply.status_code == 400 and "coordinate" in reply.json()["error"]["message"], reply.text
+    reply = signed.post(net.fabric.url, "/v1/agent/heartbeat", {"rtt_s": -1}, key=key)
+    assert reply.status_code == 400 and "rtt_s" in reply.json()["error"]["message"], reply.text
 
 
 def test_near_places_the_sink_next_to_its_source(net: Net) -> None:

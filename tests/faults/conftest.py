@@ -6,19 +6,20 @@ shows what it measured. The figures travel in the test report's `user_properties
 cross from pytest-xdist workers to the controller); this plugin collects them, prints a table in
 the terminal summary and writes them as JSON to `$POLYFABRIC_FAULT_REPORT`, or else to
 `fault-report.json` in pytest's base temporary directory (the path is printed under the table).
+Under xdist each worker also writes its own rows (`fault-report-gwN.json` beside the named file,
+or `fault-report.json` in the worker's base temporary directory): when the whole `tests` tree
+runs, the controller does not load this conftest and prints no table.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from .harness import Fleet
 
 PROPERTY = "fault_figures"
 _rows: list[dict[str, Any]] = []
@@ -64,14 +65,16 @@ def _is_worker(config: pytest.Config) -> bool:
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
-    # An xdist worker hands its rows to the controller through the reports; it writes a file of its
-    # own only when POLYFABRIC_FAULT_REPORT names one (a controller started on `tests` as a whole
-    # does not load this conftest, so it cannot collect them).
-    if not _rows or (_is_worker(config) and not os.environ.get("POLYFABRIC_FAULT_REPORT")):
+    if not _rows:
         return
     path = _report_path(config)
     if _is_worker(config):
-        path = path.with_name(f"{path.stem}-{config.workerinput['workerid']}{path.suffix}")  # type: ignore[attr-defined]
+        # An xdist worker also hands its rows to the controller through the reports, but a
+        # controller started on `tests` as a whole has not loaded this conftest: so each worker
+        # writes its own file too (its basetemp, or the named file with the worker's id added).
+        worker = config.workerinput["workerid"]  # type: ignore[attr-defined]
+        if os.environ.get("POLYFABRIC_FAULT_REPORT"):
+            path = path.with_name(f"{path.stem}-{worker}{path.suffix}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"scenarios": _rows}, indent=2, default=str) + "\n")
     config.stash[_PATH_KEY] = path
@@ -117,11 +120,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
 @pytest.fixture(scope="module")
 def fleet_root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A directory per test module (and backend) for its processes' data dirs, logs and ledgers."""
     return tmp_path_factory.mktemp(Path(str(request.node.name)).stem.replace("test_", "faults-"))
-
-
-def close_fleet(fleet: Fleet) -> Iterator[Fleet]:
-    try:
-        yield fleet
-    finally:
-        fleet.close()

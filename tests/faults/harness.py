@@ -16,7 +16,6 @@ Counting, per job (every figure is reported, the must-be-zero ones also asserted
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -323,7 +322,3 @@ def tally(fleet: Fleet, job_id: str, ledger: Ledger) -> Tally:
 def now() -> float:
     """Wall-clock time, as the coordinator records it."""
     return time.time()
-
-
-def env_without_polyfabric() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("POLYFABRIC_")}

@@ -110,6 +110,8 @@ def test_coordinator_kill_9_mid_workflow_loses_nothing_and_reruns_nothing(fleet:
     assert len(hold_ids) == HOLD and all(in_flight.get(t, (0, ""))[0] == 1 for t in hold_ids), in_flight
     assert all(holds.get(t) == in_flight[t] for t in hold_ids), (holds, in_flight)
     assert result.attempts_lost == 0
+    # Reports the crashed process committed but never answered come again: repeats, not refusals.
+    assert result.refused_reports == 0, row
     assert downs == [], downs
     for agent in fleet.agents:
         assert agent.alive(), f"agent {agent.name} exited:\n{agent.log()[-3000:]}"

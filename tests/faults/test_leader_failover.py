@@ -100,6 +100,7 @@ def test_leader_kill_9_with_two_standbys_hands_over_within_the_bound(fleet: Flee
     assert result.re_executed == 0, (result.re_executed_keys, row)
     assert all(executions[t] == 1 for t in in_flight), in_flight
     assert len(hold_ids) == HOLD and all(holds.get(t) == in_flight.get(t) for t in hold_ids), (holds, in_flight)
+    assert result.refused_reports == 0, row  # what the old leader committed comes again: a repeat
     assert downs == [], downs
     for agent in fleet.agents:
         assert agent.alive(), f"agent {agent.name} exited:\n{agent.log()[-3000:]}"

@@ -806,8 +806,11 @@ def test_restart_mid_workflow_continues_without_re_running_anything(world: World
     assert leases_again[0]["args"] == leases[2]["args"]
     # A repeat of a report the old coordinator accepted changes nothing.
     before = _comparable(world.task(job, "work[0]"))
-    world.runtime.report(agent.node_id, [agent.finished(leases[0], result=0)], [], [])
+    repeat = world.runtime.report(agent.node_id, [agent.finished(leases[0], result=0)], [], [])
     assert _comparable(world.task(job, "work[0]")) == before
+    # ... and is a harmless repeat, not a fenced late result (no refusal, nothing audited).
+    assert (repeat["accepted"], repeat["refused"]) == (1, [])
+    assert world.audit("task.report_refused") == []
     agent.accepted_done[(leases[0]["task_id"], 1)] = 1
     # The running attempt reports to the new coordinator.
     agent.finish(leases[1], result=1)

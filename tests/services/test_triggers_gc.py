@@ -224,9 +224,9 @@ def test_webhook_signatures_params_and_replays(world):
 # -- garbage collection -----------------------------------------------------------------------------
 
 
-def _finish(services: Services, job_id: str, outcome: str = "succeeded") -> None:
-    """Drive a job to its end without nodes: cancel it (outcome 'cancelled') or fake a finished
-    job by writing its row (the runtime forgets it once final)."""
+def _finish(services: Services, job_id: str) -> None:
+    """End a job without nodes: cancel it (its tasks are all queued, so it is cancelled at once
+    and the runtime forgets it, as it does every finished job)."""
     services.runtime.intervene(ADMIN, job_id, "cancel", "test")
 
 
@@ -285,3 +285,26 @@ def test_gc_removes_task_rows_logs_and_events_of_collected_jobs(world):
     with services.ctx.store.engine.connect() as conn:
         for table in ("tasks", "job_events"):
             assert conn.execute(sa.text(f"SELECT count(*) FROM {table} WHERE job_id = :j"), {"j": job_id}).scalar() == 0
+
+
+def test_gc_removes_checkpoint_files_of_collected_tasks_only_after_the_rows_go(world, tmp_path):
+    from polyfabric.services.gc import checkpoint_files
+
+    services, clock = world
+    services.gc.collectors.append(checkpoint_files(lambda: tmp_path))
+    job_id = services.runtime.submit(ADMIN, _doc(name="ckpt", ttl="1m", keep=["a"]), {}, DOMAIN)["id"]
+    tasks = {t["key"]: t["id"] for t in services.jobs.get(ADMIN, job_id)["tasks"]}
+    with services.ctx.store.unit_of_work() as uow:
+        for key, task_id in tasks.items():
+            (tmp_path / f"{key}.ckpt").write_bytes(b"state")
+            uow.checkpoints.add({"id": f"c-{key}", "task_id": task_id, "attempt": 1, "seq": 1, "node_id": "n-x",
+                                 "format": "bytes", "size": 5, "sha256": "0" * 64, "path": f"{key}.ckpt",
+                                 "created_at": clock.now()})
+        uow.commit()
+    _finish(services, job_id)
+    clock.advance(120)
+    assert [j["job_id"] for j in services.gc.run()["jobs"]] == [job_id]
+    assert (tmp_path / "a.ckpt").exists() and not (tmp_path / "b.ckpt").exists()
+    with services.ctx.store.unit_of_work(readonly=True) as uow:
+        assert [c["id"] for c in uow.checkpoints.of_task(tasks["a"])] == ["c-a"]
+        assert uow.checkpoints.of_task(tasks["b"]) == []

@@ -22,8 +22,10 @@ def test_cron_fields_time_zones_and_due_times():
     assert list(due_times(expr, utc, T0, T0 + 3600)) == [T0 + 900 * i for i in range(5)]
     seconds, _ = parse_cron("* * * * * */10", "UTC")
     assert next_due(seconds, utc, T0) == T0 + 10
-    expr, paris = parse_cron("0 9 * * *", "Europe/Paris")
-    assert next_due(expr, paris, T0) == T0 + 3600 * 1  # 09:00 in Paris is 08:00 UTC in January
+    expr, paris = parse_cron("0 10 * * *", "Europe/Paris")
+    assert next_due(expr, paris, T0) == T0 + 3600  # 10:00 in Paris is 09:00 UTC in January
+    expr, _ = parse_cron("0 9 * * *", "Europe/Paris")
+    assert next_due(expr, paris, T0) == T0 + 86400  # strictly after: T0 is 09:00 in Paris
     for bad in ("* * *", "61 * * * *", "a b c d e"):
         with pytest.raises(ValidationError):
             parse_cron(bad, "UTC")

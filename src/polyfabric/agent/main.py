@@ -313,7 +313,10 @@ class Agent:
 
     def serve_metrics(self, port: int, addr: str) -> None:
         """`--metrics-port`: this agent's own metrics at http://ADDR:PORT/metrics (no token)."""
-        serve_agent_metrics(agent_registry(self.metrics, self._metrics_snapshot), port, addr)
+        try:
+            serve_agent_metrics(agent_registry(self.metrics, self._metrics_snapshot), port, addr)
+        except OSError as exc:
+            raise AgentRefused(f"cannot serve metrics on {addr}:{port}: {exc.strerror or exc}", 2) from None
         log.info("serving metrics at http://%s:%d/metrics", addr, port)
 
     # -- the main loop ---------------------------------------------------------------------
@@ -333,11 +336,11 @@ class Agent:
         threading.Thread(target=self.prober.run, args=(self.stop_event,), name="pf-probe", daemon=True).start()
 
     def run(self) -> int:
+        if self.settings.metrics_port is not None:  # first: a port that is taken fails the start at once
+            self.serve_metrics(self.settings.metrics_port, self.settings.metrics_addr)
         self.join_with_retry()
         threading.Thread(target=self._health_loop, name="pf-health", daemon=True).start()
         self.start_tasks()
-        if self.settings.metrics_port is not None:
-            self.serve_metrics(self.settings.metrics_port, self.settings.metrics_addr)
         self.start_echo()
         try:
             self._heartbeat_loop()

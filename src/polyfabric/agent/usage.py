@@ -1,12 +1,12 @@
 """What one attempt used, measured on the node: CPU-, memory- and GPU-seconds for the ledger.
 
 - CPU seconds. Command tasks: the kernel's own account, from `wait4()` on the task's process
-  (its user + system time plus that of every descendant it waited for); the group is also
-  sampled from /proc, and the larger figure wins (descendants that were orphaned and never
-  waited for show up only there). Function tasks: the worker process's CPU time (its own and its
+  (its user + system time plus that of every descendant it waited for); its process tree is
+  also sampled from /proc, and the larger figure wins (descendants it never waited for show up
+  only there, as far as they were seen). Function tasks: the worker process's CPU time (its own and its
   waited-for children's) after the call minus before it.
-- Memory seconds: the resident set size of the task's process group (for function tasks, the
-  warm worker's group, interpreter included), sampled from /proc at 0.05, 0.1, 0.2, 0.4 s and then
+- Memory seconds: the resident set size of the task's process tree (for function tasks, the
+  warm worker's, interpreter included), sampled from /proc at 0.05, 0.1, 0.2, 0.4 s and then
   every `interval_s`, integrated over the wall time: average RSS x wall time. An attempt too short
   for two samples is charged its peak RSS (`ru_maxrss` where known) x wall time, an upper bound.
 - GPU seconds: GPUs allocated x wall time (the allocation is what the node gave up; NVML's
@@ -18,6 +18,8 @@ and GPU seconds are measured, and `method` says what was measured.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import os
 import resource
@@ -27,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["UsageMeter", "read_proc"]
+__all__ = ["UsageMeter", "process_tree", "read_proc"]
 
 log = logging.getLogger("polyfabric.agent.usage")
 
@@ -37,6 +39,73 @@ try:
 except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
     _TICK, _PAGE = 100.0, 4096
 _FIRST_SAMPLES = (0.05, 0.1, 0.2, 0.4)  # seconds after the start: short attempts get a few samples too
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and its descendants, walked through /proc/PID/task/TID/children (a few small files
+    per process: scanning all of /proc costs tens of milliseconds on a busy node). Where the
+    kernel has no `children` files, the members of process group `root`, from a /proc scan."""
+    if not os.path.exists(f"/proc/{root}/task/{root}/children") and os.path.exists(f"/proc/{root}"):
+        from polyfabric.agent.runner.groups import group_members  # here: the runner package imports us
+
+        return group_members(root)
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        tree.append(pid)
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as handle:
+                    todo.extend(int(child) for child in handle.read().split())
+            except (OSError, ValueError):
+                continue
+    return tree
+
+
+class _Sampler:
+    """One thread samples every attempt being measured, each on its own schedule (no thread per
+    attempt: starting one costs more than a trivial function task)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, UsageMeter]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def add(self, meter: UsageMeter, at: float) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (at, next(self._seq), meter))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pf-usage-sampler", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap:
+                    self._cond.wait()
+                at, _seq, meter = self._heap[0]
+                delay = at - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                heapq.heappop(self._heap)
+            try:
+                meter._sample()
+                after = meter._next_sample(time.monotonic())
+            except Exception:  # never let one attempt's figures stop the others'
+                log.exception("sampling an attempt's usage failed")
+                continue
+            if after is not None:
+                self.add(meter, after)
+
+
+_SAMPLER = _Sampler()
 
 
 def read_proc(pid: int) -> tuple[float, float, int] | None:
@@ -67,8 +136,8 @@ class UsageMeter:
         self._clock = clock
         self._started = clock()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._watching = False
+        self._due = 0  # how many of the timed samples are done (see _next_sample)
         self._pgid: int | None = None
         self._own: dict[int, float] = {}  # pid -> the largest own CPU seen (sampled members of the group)
         self._rss_area = 0.0  # byte-seconds integrated so far
@@ -86,12 +155,12 @@ class UsageMeter:
     def watch_group(self, pgid: int) -> None:
         """Start sampling process group `pgid` (a command task's, or a warm worker's)."""
         with self._lock:
-            if self._thread is not None or self._result is not None:
+            if self._watching or self._result is not None:
                 return
+            self._watching = True
             self._pgid = pgid
-            self._thread = threading.Thread(target=self._sample_loop, name=f"pf-usage-{pgid}", daemon=True)
-        self._sample()
-        self._thread.start()
+        self._sample(leader_only=True)  # cheap: one file; the tree is walked from the first timed sample on
+        _SAMPLER.add(self, time.monotonic() + _FIRST_SAMPLES[0])
 
     def reap(self, proc: subprocess.Popen[Any]) -> None:
         """Wait for `proc` to exit with wait4(), keeping the kernel's account of what it used.
@@ -131,24 +200,23 @@ class UsageMeter:
 
     # -- sampling ----------------------------------------------------------------------------
 
-    def _sample_loop(self) -> None:
-        started = self._clock()
-        for offset in _FIRST_SAMPLES:
-            if self._stop.wait(max(0.0, started + offset - self._clock())):
-                return
-            self._sample()
-        while not self._stop.wait(self.interval_s):
-            self._sample()
+    def _next_sample(self, now: float) -> float | None:
+        """When the shared sampler should sample this attempt next (None: finished)."""
+        with self._lock:
+            if self._result is not None:
+                return None
+            self._due += 1
+            if self._due < len(_FIRST_SAMPLES):
+                return now + _FIRST_SAMPLES[self._due] - _FIRST_SAMPLES[self._due - 1]
+            return now + self.interval_s
 
-    def _sample(self) -> None:
+    def _sample(self, *, leader_only: bool = False) -> None:
         pgid = self._pgid
         if pgid is None:
             return
-        from polyfabric.agent.runner.groups import group_members  # here: the runner package imports this module
-
         rss = 0
         seen: dict[int, float] = {}
-        for pid in group_members(pgid):
+        for pid in [pgid] if leader_only else process_tree(pgid):
             figures = read_proc(pid)
             if figures is not None:
                 seen[pid] = figures[0]
@@ -170,10 +238,6 @@ class UsageMeter:
 
     def finish(self) -> dict[str, Any]:
         """Stop measuring; the attempt's usage (the same dict on every later call)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(2.0)
         end = self._clock()
         with self._lock:
             if self._result is not None:

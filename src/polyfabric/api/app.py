@@ -17,16 +17,16 @@ from polyfabric.api.middleware import BodyLimitMiddleware, MetricsMiddleware, Re
 from polyfabric.api.notify import Notifier
 from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
 from polyfabric.api.routes import config as config_routes
-from polyfabric.api.routes import secrets as secrets_routes
-from polyfabric.api.routes import policies as policy_routes
-from polyfabric.api.routes import ui as ui_routes
 from polyfabric.api.routes import gc as gc_routes
-from polyfabric.api.routes import schedules as schedule_routes
-from polyfabric.api.routes import triggers as trigger_routes
-from polyfabric.api.routes import topology as topology_routes
 from polyfabric.api.routes import metrics as metrics_routes
-from polyfabric.api.routes import usage as usage_routes
+from polyfabric.api.routes import policies as policy_routes
 from polyfabric.api.routes import pools as pool_routes
+from polyfabric.api.routes import schedules as schedule_routes
+from polyfabric.api.routes import secrets as secrets_routes
+from polyfabric.api.routes import topology as topology_routes
+from polyfabric.api.routes import triggers as trigger_routes
+from polyfabric.api.routes import ui as ui_routes
+from polyfabric.api.routes import usage as usage_routes
 from polyfabric.services.container import Services
 
 __all__ = ["create_app"]

@@ -8,6 +8,8 @@ import click
 
 from polyfabric.cli.output import age, client_options, emit, handle_errors, open_client, table, when
 
+__all__ = ["gc"]
+
 
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="Only list what would be collected now.")

@@ -12,22 +12,22 @@ from polyfabric import __version__
 from polyfabric.cli.audit import audit
 from polyfabric.cli.checkpoint import checkpoint
 from polyfabric.cli.configdocs import config
+from polyfabric.cli.gc import gc
 from polyfabric.cli.jobs import job
 from polyfabric.cli.limits import limits
 from polyfabric.cli.nodes import node
-from polyfabric.cli.pools import pool
 from polyfabric.cli.policies import policy
+from polyfabric.cli.pools import pool
 from polyfabric.cli.run import run
+from polyfabric.cli.schedules import schedule
 from polyfabric.cli.secrets import secret
 from polyfabric.cli.semaphores import semaphore
 from polyfabric.cli.tasks import task
 from polyfabric.cli.tokens import domain, token
+from polyfabric.cli.topology import topology
+from polyfabric.cli.triggers import trigger
 from polyfabric.cli.up import up
 from polyfabric.cli.usage import usage
-from polyfabric.cli.gc import gc
-from polyfabric.cli.schedules import schedule
-from polyfabric.cli.triggers import trigger
-from polyfabric.cli.topology import topology
 
 __all__ = ["cli", "main"]
 
@@ -94,7 +94,7 @@ def cli() -> None:
                    "anyway (0: move at once, without asking for a checkpoint).")
 @click.option("--metrics-public", is_flag=True, default=False,
               help="Serve GET /metrics without a token (default: a viewer token for all domains '*').")
-@click.option("--telemetry-interval", type=click.FloatRange(min=1), default=10.0, show_default=True,
+@click.option("--telemetry-interval", type=click.FloatRange(1, 60), default=10.0, show_default=True,
               help="Seconds between raw points of the per-node telemetry history (kept 1 h; then 1 min "
                    "means for 24 h, 10 min means for 30 days).")
 @click.option("--fair-share/--no-fair-share", default=False, show_default=True,
@@ -189,7 +189,8 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
                    "'polyfabric agent reload'. See docs/policy.md.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
-def agent(ctx: click.Context, coordinator: str | None, policy_file: Path | None, join_token: str | None, name: str | None, labels: str | None, data_dir: Path,
+def agent(ctx: click.Context, coordinator: str | None, policy_file: Path | None, join_token: str | None,
+          name: str | None, labels: str | None, data_dir: Path,
           cpu: str | None, memory: str | None, disk: str | None, gpus: str | None, slots: str | None,
           health_script: Path | None, health_interval: float, heartbeat_interval: float | None,
           pythonpath: tuple[Path, ...], kill_grace: float, stop_grace: float, log_level: str,

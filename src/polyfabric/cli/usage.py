@@ -41,7 +41,7 @@ def _render_usage(report: dict[str, Any]) -> str:
 @click.option("--attempts", "show_attempts", is_flag=True, help="List the ledger's rows (one per attempt).")
 @click.option("--job", default=None, help="With --attempts: only this job's attempts.")
 @click.option("--limit", type=click.IntRange(1, 10_000), default=1000, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @client_options
 @handle_errors
 def usage(domain: str | None, since: str | None, show_attempts: bool, job: str | None, limit: int, as_json: bool,
@@ -95,7 +95,7 @@ def _render_history(data: dict[str, Any]) -> str:
 @click.option("--resolution", type=click.IntRange(min=1), default=None,
               help="Seconds per point (a kept tier: the raw interval, 60 or 600; default: the finest kept "
                    "that far back).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @client_options
 @handle_errors
 def node_metrics(node_ref: str, since: str, resolution: int | None, as_json: bool, url: str | None,

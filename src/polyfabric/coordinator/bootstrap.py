@@ -18,15 +18,15 @@ from fastapi import FastAPI
 from polyfabric.api.app import create_app
 from polyfabric.controllers.audit_signer import AuditHeadSigner
 from polyfabric.controllers.autoscaler import AutoscalerController
+from polyfabric.controllers.gc import GcController
 from polyfabric.controllers.liveness_flush import LivenessFlusher
 from polyfabric.controllers.node_health import NodeHealthController
 from polyfabric.controllers.node_lifecycle import NodeLifecycleController
 from polyfabric.controllers.observability import ObservabilityController
 from polyfabric.controllers.runtime import Controller, LoopRunner
 from polyfabric.controllers.scheduler import SchedulerController
-from polyfabric.controllers.topology_flush import TopologyFlusher
-from polyfabric.controllers.gc import GcController
 from polyfabric.controllers.schedules import ScheduleController
+from polyfabric.controllers.topology_flush import TopologyFlusher
 from polyfabric.coordinator.role import CoordinatorRole, exclusive_lock
 from polyfabric.coordinator.settings import CoordinatorSettings
 from polyfabric.domain.drain import MoveMode
@@ -182,6 +182,10 @@ def _configure_triggers(services: Services) -> None:
     services.schedules.grace_s = float(os.environ.get("POLYFABRIC_SCHEDULE_GRACE_S", "30"))
     ttl = os.environ.get("POLYFABRIC_JOB_TTL", "7d").strip()
     services.gc.default_ttl_s = float("inf") if ttl.lower() in ("never", "forever") else parse_duration(ttl)
+    from polyfabric.services.gc import checkpoint_files
+
+    checkpoints = services.checkpoints
+    services.gc.collectors.append(checkpoint_files(lambda: checkpoints.directory if checkpoints else None))
 
 
 def _trigger_controllers(services: Services) -> list[Controller]:

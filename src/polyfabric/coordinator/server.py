@@ -30,11 +30,19 @@ class _Server(uvicorn.Server):
     """uvicorn, minus one thing: after a signal-triggered shutdown uvicorn (>= 0.29) raises the
     signal again with the default handler restored, which kills the process on SIGTERM before
     `serve` can stop the loops and make their final pass. Here the shutdown just returns.
-    And before uvicorn waits for open connections, every long-poll is woken to answer at once."""
+    And before uvicorn waits for open connections, every long-poll is woken to answer at once.
+    `on_serving` runs once the socket listens, before the first request is handled."""
 
-    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None]) -> None:
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None],
+                 on_serving: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self._on_shutdown = on_shutdown
+        self._on_serving = on_serving
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self._on_serving is not None and not self.should_exit:
+            self._on_serving()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         self._on_shutdown()
@@ -67,13 +75,23 @@ def serve(settings: CoordinatorSettings) -> int:
         coordinator.app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, lifespan="off", timeout_keep_alive=30, backlog=4096,
     )
-    server = _Server(config, coordinator.app.state.notifier.close)
-    try:
+    leadership = coordinator.services.ctx.leadership
+
+    def on_serving() -> None:
+        # Agents can reach this process only from now on. So the fresh grace period every node gets
+        # after a restart (lest it declare the fabric Down) counts from here, and the failure detector
+        # and the other controllers start only now: under load, building the coordinator and starting
+        # uvicorn can take longer than the Down bound (found by tests/faults: a node declared Down by a
+        # restart). A PostgreSQL coordinator loads liveness afresh when it is promoted.
+        if leadership.solo:
+            coordinator.services.nodes.load_liveness()
         coordinator.start()
-        leadership = coordinator.services.ctx.leadership
         log.info("coordinator serving on http://%s:%d (database %s)%s", settings.host, settings.port,
                  _redact(settings.db_url), "" if leadership.solo else
                  f"; advertised as {leadership.url}, {leadership.role()} (leader lease {leadership.ttl:g}s)")
+
+    server = _Server(config, coordinator.app.state.notifier.close, on_serving)
+    try:
         server.run()
     finally:
         coordinator.stop()

@@ -18,6 +18,7 @@ the result.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -199,6 +200,7 @@ class Scope:
         return all(labels.get(k) == v for k, v in self.selector().items())
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_scope(text: str) -> Scope:
     """'network', 'domain:lab-a', 'selector:region=eu,gpu=a100', 'node:n-...' -> Scope."""
     text = (text or "").strip()

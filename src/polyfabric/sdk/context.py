@@ -80,6 +80,7 @@ class TaskContext:
                 raise CheckpointError(f"the checkpoint state is not JSON-serializable (or bytes): {exc}") from None
         out = self._send(fmt, data)
         if self.checkpoint_dir is not None:  # restore() in this attempt sees it too
+            self.checkpoint_dir.mkdir(mode=0o700, exist_ok=True)
             keep, drop = (STATE_JSON, STATE_BYTES) if fmt == "json" else (STATE_BYTES, STATE_JSON)
             tmp = self.checkpoint_dir / (keep + ".tmp")
             tmp.write_bytes(data)

@@ -132,8 +132,22 @@ class Keyring:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self._cached: tuple[tuple[int, int, int], dict[str, Any]] | None = None
 
     def _read(self) -> dict[str, Any]:
+        """The keyring; re-read only when the file changed (a stat per call, not a read)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return {"current": None, "keys": {}}
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._cached is not None and self._cached[0] == stamp and not (st.st_mode & 0o077):
+            return {"current": self._cached[1]["current"], "keys": dict(self._cached[1]["keys"])}
+        data = self._load()
+        self._cached = (stamp, data)
+        return {"current": data["current"], "keys": dict(data["keys"])}
+
+    def _load(self) -> dict[str, Any]:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:

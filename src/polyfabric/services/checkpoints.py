@@ -185,13 +185,6 @@ class CheckpointService:
         return {"seq": meta["seq"], "size": meta["size"], "sha256": meta["sha256"], "format": meta["format"],
                 "offset": offset, "data": base64.b64encode(data).decode(), "eof": offset + len(data) >= meta["size"]}
 
-    # -- reads for people ---------------------------------------------------------------------
-
-    def of_task(self, task_id: str) -> list[dict[str, Any]]:
-        with self._ctx.store.unit_of_work(readonly=True) as uow:
-            return [{k: r[k] for k in ("seq", "attempt", "node_id", "format", "size", "sha256", "created_at")}
-                    for r in uow.checkpoints.of_task(task_id)]  # type: ignore[attr-defined]
-
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import threading
+import time
 from typing import Any
 
 from polyfabric.domain.access import Principal, Role, authorize
@@ -77,9 +79,30 @@ def _doc_out(row: dict[str, Any]) -> dict[str, Any]:
             "changed_at": row["changed_at"]}
 
 
+_CACHE_S = 1.0  # agents call every few seconds: the documents are read at most once a second
+
+
 class ConfigService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
+        self._lock = threading.Lock()
+        self._cache: tuple[float, list[dict[str, Any]]] | None = None
+
+    def _docs(self, uow: UnitOfWork) -> list[dict[str, Any]]:
+        """The documents, cached for a second (this coordinator's own changes drop the cache)."""
+        now = time.monotonic()
+        with self._lock:
+            cached = self._cache
+        if cached is not None and now - cached[0] < _CACHE_S:
+            return cached[1]
+        docs = uow.config.docs()
+        with self._lock:
+            self._cache = (now, docs)
+        return docs
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._cache = None
 
     # -- who may act on a scope --------------------------------------------------------------
 
@@ -139,6 +162,7 @@ class ConfigService:
                 details={"version": version, "scope": scope.text, "canary_nodes": canary_nodes,
                          "fields": sorted(flatten(doc.to_dict()))})], now)
             uow.commit()
+        self._changed()
         return _doc_out(row)
 
     def promote(self, principal: Principal, version: int | None = None) -> dict[str, Any]:
@@ -171,6 +195,7 @@ class ConfigService:
                 actor=principal.actor, action="config.promoted", subject=f"config:{row['version']}", domain=domain,
                 cause="operator request", details={"version": row["version"], "scope": row["scope"]})], now)
             uow.commit()
+            self._changed()
             row = uow.config.doc(row["version"])
         assert row is not None
         return _doc_out(row)
@@ -202,6 +227,7 @@ class ConfigService:
                 details={"version": row["version"], "scope": row["scope"], "was": row["state"],
                          "now_applies": previous[-1] if previous else None})], now)
             uow.commit()
+            self._changed()
             out = uow.config.doc(row["version"])
         assert out is not None
         return {**_doc_out(out), "now_applies": previous[-1] if previous else None}
@@ -260,7 +286,21 @@ class ConfigService:
 
     def agent_sync(self, node_id: str, acked: dict[str, Any] | None, failed: dict[str, Any] | None,
                    ) -> dict[str, Any]:
-        """Record what the agent runs (or could not apply), answer what it should run."""
+        """Record what the agent runs (or could not apply), answer what it should run. Every agent
+        calls this every few seconds: when nothing changed it only reads (no write lock taken)."""
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            node = uow.nodes.get(node_id)
+            if node is None:
+                raise NotFound(f"node {node_id} is not registered")
+            state = uow.config.node_state(node_id)
+            same = failed is None and state is not None and acked is not None and (
+                int(acked.get("version") or 0), sorted(int(v) for v in acked.get("docs") or []),
+                acked.get("applied") or {}) == (state["acked_version"], state["acked_docs"], state["applied"])
+            if same:
+                layers = applicable_versions(self._docs(uow), node_id, node.domain, node.labels,
+                                             state["acked_docs"] or [])
+                return {"version": max((r["version"] for r in layers), default=0),
+                        "docs": [r["version"] for r in layers], "config": merge(r["document"] for r in layers)}
         now = self._ctx.clock.now()
         with self._ctx.store.unit_of_work() as uow:
             node = uow.nodes.get(node_id)
@@ -317,6 +357,8 @@ class ConfigService:
             layers = applicable_versions(docs, node_id, node.domain, node.labels, state["acked_docs"] or [])
             if changed or entries:
                 uow.commit()
+                if any(e.action == "config.halted" for e in entries):
+                    self._changed()
         return {"version": max((r["version"] for r in layers), default=0),
                 "docs": [r["version"] for r in layers],
                 "config": merge(r["document"] for r in layers)}

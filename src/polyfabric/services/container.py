@@ -10,6 +10,7 @@ from polyfabric.services.checkpoints import CheckpointService
 from polyfabric.services.config import ConfigService
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.domains import DomainService
+from polyfabric.services.gc import GcService
 from polyfabric.services.jobs import JobService
 from polyfabric.services.ledger import LedgerService
 from polyfabric.services.manifests import ManifestService
@@ -17,12 +18,11 @@ from polyfabric.services.nodes import NodeService
 from polyfabric.services.policies import PolicyService
 from polyfabric.services.pools import PoolService
 from polyfabric.services.runtime import JobRuntime
+from polyfabric.services.schedules import ScheduleService
 from polyfabric.services.secrets import SecretService
 from polyfabric.services.telemetry_history import TelemetryHistory
 from polyfabric.services.tokens import TokenService
 from polyfabric.services.topology import TopologyService
-from polyfabric.services.gc import GcService
-from polyfabric.services.schedules import ScheduleService
 from polyfabric.services.triggers import TriggerService
 
 __all__ = ["Services"]

@@ -15,9 +15,11 @@ retry`) until the delete is done; a job revived a moment earlier is live and is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from polyfabric.domain.access import Principal, authorize
@@ -26,13 +28,33 @@ from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
 from polyfabric.workflow.spec import retention_of
 
-__all__ = ["Collector", "GcService"]
+__all__ = ["Collector", "GcService", "checkpoint_files"]
 
 log = logging.getLogger("polyfabric.gc")
 
-Collector = Callable[[Any, str, list[str], bool], None]
+Collector = Callable[[Any, str, list[str], bool], Callable[[], None] | None]
 """Called inside the collecting transaction with (uow, job id, task ids going, whole job going):
-how other parts (artifacts, checkpoint files) drop what they keep for those tasks."""
+how other parts (artifacts, checkpoint files) drop what they keep for those tasks. It may return
+an action to run once the transaction has committed (removing files: never before the rows go)."""
+
+
+def checkpoint_files(directory: Callable[[], Path | None]) -> Collector:
+    """The checkpoint files of the tasks that go (their rows go by cascade with the task rows)."""
+
+    def collect(uow: Any, _job_id: str, task_ids: list[str], _whole: bool) -> Callable[[], None] | None:
+        root = directory()
+        if root is None or not task_ids:
+            return None
+        paths = [root / row["path"] for task_id in task_ids for row in uow.checkpoints.of_task(task_id)]
+
+        def remove() -> None:
+            for path in paths:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+        return remove if paths else None
+
+    return collect
 
 BATCH = 500
 
@@ -118,8 +140,7 @@ class GcService:
                 kept = set(item["kept"])
                 going = [task_id for task_id, key in keys.items() if key not in kept]
                 whole = not kept
-                for collector in self.collectors:
-                    collector(uow, job_id, going, whole)
+                after = [collector(uow, job_id, going, whole) for collector in self.collectors]
                 uow.retention.delete_tasks(going)
                 if whole:
                     uow.retention.delete_job(job_id)
@@ -127,6 +148,12 @@ class GcService:
                     uow.retention.delete_events(job_id)
                     uow.retention.mark_collected(job_id, now, sorted(kept))
                 uow.commit()
+            for action in after:
+                if action is not None:
+                    try:
+                        action()
+                    except Exception:
+                        log.exception("removing what job %s kept outside the store failed", job_id)
             return True
         except Exception:
             log.exception("collecting job %s failed; the next pass tries again", job_id)

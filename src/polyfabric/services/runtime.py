@@ -264,6 +264,10 @@ class JobRuntime:
         elif status in (S.LEASED.value, S.RUNNING.value) and row["node_id"]:
             self._assign(Assignment(row["id"], job.id, row["key"], row["attempt"], row["node_id"], resources,
                                     row["priority"], payload.get("semaphore"), job.domain, status))
+        elif status in (S.SUCCEEDED.value, S.FAILED.value, S.CANCELLED.value) and row["node_id"]:
+            # Its end was committed before a restart or failover, maybe with the answer lost: the
+            # agent sends that report again, a harmless repeat (not a fenced late result to audit).
+            self._recent_done[(row["id"], row["attempt"])] = row["node_id"]
 
     @staticmethod
     def _record_of(row: dict[str, Any]) -> InstanceRecord:
@@ -1436,6 +1440,13 @@ class JobRuntime:
                     if a.checkpoint_asked is not None and now - a.checkpoint_asked_at >= grace_s}
 
     # -- reads ------------------------------------------------------------------------------
+
+    def assignments_on(self, node_id: str) -> list[dict[str, Any]]:
+        """The attempts a node holds now (leased or running): the web UI's node page lists them."""
+        with self._lock:
+            return [{"task_id": a.task_id, "job_id": a.job_id, "key": a.key, "attempt": a.attempt,
+                     "status": a.status, "domain": a.domain}
+                    for a in self._by_node.get(node_id, {}).values()]
 
     def exists(self, job_id: str) -> bool:
         with self._ctx.store.unit_of_work(readonly=True) as uow:

@@ -78,7 +78,7 @@ def plan_fires(dues: list[float], now: float, grace_s: float, catch_up: int) -> 
     of the older ones (missed while no coordinator ran), the `catch_up` most recent fire."""
     on_time = [t for t in dues if t >= now - grace_s]
     late = [t for t in dues if t < now - grace_s]
-    caught = late[len(late) - catch_up:] if catch_up > 0 else []
+    caught = late[max(0, len(late) - catch_up):] if catch_up > 0 else []
     missed = late[:len(late) - len(caught)]
     return caught + on_time, missed
 

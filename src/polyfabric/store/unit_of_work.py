@@ -19,22 +19,22 @@ from polyfabric.observability.metrics import STORE_COMMIT_SECONDS
 from polyfabric.store.engine import create_engine, is_sqlite
 from polyfabric.store.repositories.audit import SqlAuditRepository
 from polyfabric.store.repositories.checkpoints import SqlCheckpointRepository
+from polyfabric.store.repositories.config import SqlConfigRepository
 from polyfabric.store.repositories.domains import SqlDomainRepository
+from polyfabric.store.repositories.gc import SqlRetentionRepository
 from polyfabric.store.repositories.jobs import SqlJobRepository
 from polyfabric.store.repositories.leadership import SqlLeadershipRepository
 from polyfabric.store.repositories.ledger import SqlLedgerRepository
+from polyfabric.store.repositories.manifests import SqlManifestRepository
 from polyfabric.store.repositories.nodes import SqlNodeRepository
 from polyfabric.store.repositories.policies import SqlPolicyRepository
 from polyfabric.store.repositories.pools import SqlPoolRepository
+from polyfabric.store.repositories.schedules import SqlScheduleRepository
+from polyfabric.store.repositories.secrets import SqlSecretRepository
 from polyfabric.store.repositories.telemetry import SqlTelemetryRepository
 from polyfabric.store.repositories.tokens import SqlTokenRepository
 from polyfabric.store.repositories.topology import SqlTopologyRepository
-from polyfabric.store.repositories.gc import SqlRetentionRepository
-from polyfabric.store.repositories.schedules import SqlScheduleRepository
 from polyfabric.store.repositories.triggers import SqlTriggerRepository
-from polyfabric.store.repositories.config import SqlConfigRepository
-from polyfabric.store.repositories.manifests import SqlManifestRepository
-from polyfabric.store.repositories.secrets import SqlSecretRepository
 
 __all__ = ["SqlStore", "SqlUnitOfWork"]
 

@@ -93,3 +93,14 @@ def test_no_attributes_no_cost():
     profile = with_policies(default_profile(), [RESIDENCY])
     plan = schedule(view(*nodes()), [task("a")], profile, random.Random(1))
     assert len(plan.placements) == 1
+
+
+def test_a_blocking_remediation_policy_keeps_new_tasks_off_nodes_that_violate_it():
+    block = parse_policy({"name": "must-be-eu", "kind": "remediation", "action": "block",
+                          "allow": 'node.labels.region == "eu"'}, version=2)
+    profile = with_policies(default_profile(), [block])
+    t = with_attrs(task("a"), attrs())
+    plan = schedule(view(*nodes(n_eu=1, n_us=3)), [t], profile, random.Random(1))
+    assert plan.placements[0].node_id == "eu0"
+    none = schedule(view(*nodes(n_eu=0)), [t], profile, random.Random(1))
+    assert "policy must-be-eu v2 (network)" in none.unplaced[0].reason_summary

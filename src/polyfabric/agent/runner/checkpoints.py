@@ -133,7 +133,8 @@ class CheckpointAgent:
         """Make the attempt's checkpoint directory, restore its checkpoint into it, and return
         the environment the task gets. Raises CheckpointUnavailable."""
         directory = workspace.path / CHECKPOINT_DIR
-        directory.mkdir(mode=0o700, exist_ok=True)
+        if lease.command is not None or lease.checkpoint:  # a function's is made when it first saves
+            directory.mkdir(mode=0o700, exist_ok=True)
         if lease.checkpoint:
             self._restore(lease, directory)
         token = secrets.token_hex(16)

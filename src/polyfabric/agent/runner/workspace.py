@@ -100,6 +100,8 @@ def remove_tree(path: Path) -> None:
     # rmdir calls instead of a tree walk. Anything else is left to rmtree.
     with contextlib.suppress(OSError):
         os.rmdir(path / "tmp")
+    with contextlib.suppress(OSError):
+        os.rmdir(path / "checkpoint")  # a command task's $POLYFABRIC_CHECKPOINT_DIR, when it stayed empty
     try:
         os.rmdir(path)
         return

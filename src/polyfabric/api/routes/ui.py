@@ -6,7 +6,8 @@ hold no data and are served without authentication, with a strict Content-Securi
 inline scripts or styles, no other origins).
 
 `GET /v1/jobs/{id}/graph` is the workflow's DAG by task (a foreach task is one step with its items
-counted by status), so a 10,000-task workflow is drawn from a few dozen rows, not 10,000.
+counted by status), so a 10,000-task workflow is drawn from a few dozen rows, not 10,000;
+`GET /v1/nodes/{ref}/tasks` is what a node runs now, for its page.
 """
 
 from __future__ import annotations
@@ -82,14 +83,14 @@ def job_graph(services: Any, caller: Principal, job_id: str) -> dict[str, Any]:
             raise NotFound(f"no job {job_id!r}")
         authorize(caller, "job.read", row["domain"])
         document = row["document"]
-        rows = uow.jobs.tasks_of(job_id)
+        # The events seq first: a change after it is in the events a reader follows from there (and
+        # may be in the counts too: applying it twice is harmless); none is lost between the two.
+        events_next = uow.jobs.last_event_seq(job_id)
+        own_rows, count_rows = uow.jobs.step_counts(job_id)
     counts: dict[str, Counter[str]] = {}
-    own: dict[str, dict[str, Any]] = {}
-    for t in rows:
-        if t["item_index"] is None:
-            own[t["task"]] = t
-        if not t["is_group"]:
-            counts.setdefault(t["task"], Counter())[t["status"]] += 1
+    own = {t["task"]: t for t in own_rows}
+    for c in count_rows:
+        counts.setdefault(c["task"], Counter())[c["status"]] += c["count"]
     raw = document.get("tasks") if isinstance(document, dict) else None
     names = list(raw) if isinstance(raw, dict) else sorted(set(counts) | set(own))
     steps = []
@@ -107,11 +108,23 @@ def job_graph(services: Any, caller: Principal, job_id: str) -> dict[str, Any]:
     total: Counter[str] = Counter()
     for by in counts.values():
         total.update(by)
-    return {"job": job_out(row, dict(total)), "steps": steps}
+    return {"job": job_out(row, dict(total)), "steps": steps, "events_next": events_next}
 
 
 @router.get("/v1/jobs/{job_id}/graph", tags=["jobs"])
 async def get_job_graph(job_id: str, request: Request, caller: Principal = Depends(principal)) -> dict[str, Any]:
     """The workflow's DAG by task: each step's dependencies, whether it fans out, its instances
-    counted by status, and one status for the step (for drawing; no per-item rows)."""
+    counted by status, and one status for the step (for drawing; no per-item rows); `events_next`:
+    follow `/v1/jobs/{id}/events?after=` from there to keep it current."""
     return await run_in_threadpool(job_graph, request.app.state.services, caller, job_id)
+
+
+@router.get("/v1/nodes/{ref}/tasks", tags=["nodes"])
+def node_tasks(ref: str, request: Request, caller: Principal = Depends(principal)) -> list[dict[str, Any]]:
+    """The attempts the node holds now (leased or running), limited to jobs of the caller's domains.
+    Read from the leading coordinator's memory: another coordinator answers an empty list."""
+    services = request.app.state.services
+    node, _ = services.nodes.get(caller, ref)
+    authorize(caller, "job.read")
+    held = [a for a in services.runtime.assignments_on(node.id) if caller.has_domain(a["domain"])]
+    return sorted(held, key=lambda a: (a["job_id"], a["key"]))

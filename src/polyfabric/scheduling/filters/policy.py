@@ -133,7 +133,10 @@ class PolicyFilter:
     scope = Scope.TASK
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
-        self.policies = tuple(p for p in policies if p.kind == "placement")
+        # Placement policies, and remediation policies whose action is `block`: a node that
+        # violates one takes no new task (cordon / quarantine are left to a controller).
+        self.policies = tuple(p for p in policies if p.kind == "placement"
+                              or (p.kind == "remediation" and p.action == "block"))
         self._prepared = [_Prepared(p) for p in self.policies]
         self._last: _PassCache | None = None
         self._ev = Evaluator()
@@ -356,25 +359,32 @@ class PolicyShareFilter:
         return foreign
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
-        if not self.policies or task.domain == node.domain and all(
-                p.limits.foreign_only for p in self.policies):  # type: ignore[union-attr]
+        if not self.policies:
             return PASS
+        foreign_task = task.domain != node.domain
         attrs: PolicyAttributes | None = task.attributes
-        foreign = self._foreign(node, cycle)
-        view = {"domain": task.domain, "cpu": task.resources.cpu_millis}
-        node_vars = {"domain": node.domain, "cpu": node.capacity.cpu_millis, "name": node.name}
-        ev = None
+        foreign: int | None = None
         for policy in self.policies:
+            limits = policy.limits
+            assert limits is not None and limits.max_cpu_share is not None
+            if limits.foreign_only and not foreign_task:
+                continue
             own = policy.domain
             if own is not None and own != task.domain and own != node.domain:
                 continue
             if policy.when is not None and attrs is not None:
-                ev = ev or Evaluator()
+                ev = Evaluator()
                 ev.bind(job=attrs.job, task=attrs.task, node=node_variables(node), now=time_context(cycle.now))
                 if not ev.truth(policy.when)[0]:
                     continue
-            finding = check_limits(policy, view, node_vars, foreign)
-            if not finding.allowed and not finding.dry_run:
+            if foreign is None:
+                foreign = self._foreign(node, cycle)
+            cap = node.capacity.cpu_millis
+            if cap and task.resources.cpu_millis + foreign > limits.max_cpu_share * cap:
+                if policy.dry_run:
+                    continue
+                finding = check_limits(policy, {"domain": task.domain, "cpu": task.resources.cpu_millis},
+                                       {"domain": node.domain, "cpu": cap, "name": node.name}, foreign)
                 return Verdict(Status.NOT_NOW, self.name,
                                f"node {node.name}: denied by {finding.scope} policy {finding.ref}: {finding.reason}",
                                f"policy {finding.ref} ({finding.scope}): cpu share")

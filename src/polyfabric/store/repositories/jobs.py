@@ -132,6 +132,24 @@ class SqlJobRepository:
         )
         return {status: int(n) for status, n in rows}
 
+    def step_counts(self, job_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """For drawing a job's DAG without reading its tasks: each task's own record (id, task,
+        is_group, status; one per workflow task) and its instances counted by (task, status)."""
+        own = self._conn.execute(
+            sa.select(tasks.c.id, tasks.c.task, tasks.c.is_group, tasks.c.status)
+            .where(tasks.c.job_id == job_id).where(tasks.c.item_index.is_(None)))
+        counts = self._conn.execute(
+            sa.select(tasks.c.task, tasks.c.status, sa.func.count()).where(tasks.c.job_id == job_id)
+            .where(tasks.c.is_group.is_(False)).group_by(tasks.c.task, tasks.c.status))
+        return ([dict(r) for r in own.mappings()],
+                [{"task": t, "status": s, "count": int(n)} for t, s, n in counts])
+
+    def last_event_seq(self, job_id: str) -> int:
+        """The seq of the job's latest event (0 if none): where a reader that has the job's current
+        state starts following its events."""
+        query = sa.select(sa.func.coalesce(sa.func.max(job_events.c.seq), 0)).where(job_events.c.job_id == job_id)
+        return int(self._conn.execute(query).scalar_one())
+
     # -- tasks ------------------------------------------------------------------------------
 
     def insert_tasks(self, rows: list[dict[str, Any]]) -> None:

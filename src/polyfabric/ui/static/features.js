@@ -2,7 +2,7 @@
 // configuration, secrets, schedules). Each reads one endpoint; a coordinator without it answers
 // 404 "no such endpoint", and the page says the feature is not available here.
 import { ApiError, get, serves } from './api.js';
-import { clear, h, render, svg } from './dom.js';
+import { badge, bytes, clear, h, render, svg, table } from './dom.js';
 
 const PAGES = {
   topology: ['Topology', '/v1/topology', 'Regions, zones and racks with their nodes, and the latency between them.'],
@@ -31,8 +31,85 @@ export async function featurePage(main, [name]) {
     return null;
   }
   if (name === 'secrets') data = secretNames(data);
-  clear(body, name === 'usage' ? usageChart(data) : null, render(data));
+  if (name === 'topology' && data && data.children) {
+    clear(body, topologyTree(data), roundTrips());
+  } else if (name === 'usage' && data && Array.isArray(data.domains)) {
+    clear(body, usageChart(data), usageTable(data));
+  } else {
+    clear(body, render(data));
+  }
   return null;
+}
+
+function resources(r) {
+  if (!r) return '—';
+  return `${(r.cpu_millis / 1000).toFixed(1)} cpu · ${bytes(r.memory_bytes)} · ${r.gpus} gpu · ${r.slots} slots`;
+}
+
+function states(counts) {
+  return Object.entries(counts || {}).map(([s, n]) => h('span', { class: `count s-${s}` }, `${s} ${n}`));
+}
+
+// region → zone → rack → nodes; a level's children are built only when it is opened.
+function topologyTree(tree) {
+  const level = (item, depth) => {
+    const summary = h('summary', {}, h('strong', {}, `${item.level ? `${item.name}` : item.name}`),
+      ` · ${item.nodes} nodes · `, states(item.states));
+    const inner = h('div', { class: 'topo-inner' });
+    const details = h('details', { class: 'topo', open: depth < 3 }, summary, inner);
+    const fill = () => {
+      if (inner.childElementCount) return;
+      inner.append(h('p', { class: 'muted' }, `capacity ${resources(item.capacity)}; free ${resources(item.free)}`));
+      if (item.children) {
+        inner.append(h('p', { class: 'muted' }, `by ${item.level}:`),
+          h('ul', { class: 'plain' }, item.children.map((c) => h('li', {}, level(c, depth + 1)))));
+      } else if (item.members) {
+        inner.append(h('ul', { class: 'plain members' }, item.members.map((m) => h('li', {},
+          h('a', { href: `#/nodes/${encodeURIComponent(m.id)}` }, m.name), ' ', badge(m.state)))));
+      }
+    };
+    details.addEventListener('toggle', () => { if (details.open) fill(); });
+    if (depth < 3) fill();
+    return details;
+  };
+  const coords = tree.coordinates;
+  return h('div', {}, coords ? h('p', {}, `${coords.nodes} nodes have measured network coordinates.`) : null,
+    level(tree, 0));
+}
+
+// Round trips to the coordinator, measured and estimated from the network coordinates: read only
+// when asked (one row per node).
+function roundTrips() {
+  const out = h('section', { 'aria-labelledby': 'h-rtt' }, h('h2', { id: 'h-rtt' }, 'Latency'));
+  const button = h('button', { type: 'button', onclick: async () => {
+    button.disabled = true;
+    try {
+      const rows = await get('/v1/topology/coordinates');
+      const ms = (v) => (typeof v === 'number' ? `${(v * 1000).toFixed(1)} ms` : '—');
+      const shown = rows.slice(0, 500);
+      out.append(table(`Round trips to the coordinator${rows.length > shown.length ? ` (first ${shown.length} of ${rows.length})` : ''}`,
+        ['Node', 'Region', 'Zone', 'Rack', 'Measured', 'Estimated'], shown.map((r) => h('tr', {},
+          h('th', { scope: 'row' }, h('a', { href: `#/nodes/${encodeURIComponent(r.node_id)}` }, r.name)),
+          h('td', {}, r.labels?.region ?? '—'), h('td', {}, r.labels?.zone ?? '—'), h('td', {}, r.labels?.rack ?? '—'),
+          h('td', { class: 'num' }, ms(r.rtt_to_coordinator_s)), h('td', { class: 'num' }, ms(r.estimated_rtt_to_coordinator_s))))));
+    } catch (exc) {
+      out.append(h('p', { class: 'error' }, exc.message));
+    }
+  } }, 'Show round trips');
+  out.append(button);
+  return out;
+}
+
+function usageTable(data) {
+  const f = (v) => (typeof v === 'number' ? v.toFixed(1) : '—');
+  return table(`Usage per domain${data.since ? ` since ${new Date(data.since * 1000).toISOString()}` : ''}`,
+    ['Domain', 'Contributed CPU s', 'Consumed CPU s', 'Balance CPU s', 'Contributed GPU s', 'Consumed GPU s',
+      'Attempts run / used'],
+    data.domains.map((r) => h('tr', {}, h('th', { scope: 'row' }, r.domain),
+      h('td', { class: 'num' }, f(r.contributed?.cpu_s)), h('td', { class: 'num' }, f(r.consumed?.cpu_s)),
+      h('td', { class: 'num' }, f(r.balance_cpu_s)), h('td', { class: 'num' }, f(r.contributed?.gpu_s)),
+      h('td', { class: 'num' }, f(r.consumed?.gpu_s)),
+      h('td', { class: 'num' }, `${r.contributed?.attempts ?? 0} / ${r.consumed?.attempts ?? 0}`))));
 }
 
 // Only names, whatever else the endpoint sends.
@@ -44,10 +121,9 @@ function secretNames(data) {
 // Contributed versus consumed per domain as horizontal bars, when the answer has such numbers.
 function usageChart(data) {
   const rows = Array.isArray(data) ? data : (data && (data.domains || data.items)) || [];
+  const num = (v) => Number(v && typeof v === 'object' ? v.cpu_s : v ?? 0);
   const pairs = rows.filter((r) => r && typeof r === 'object').map((r) => ({
-    domain: String(r.domain ?? r.name ?? '?'),
-    contributed: Number(r.contributed ?? r.contributed_slot_seconds ?? r.provided ?? 0),
-    consumed: Number(r.consumed ?? r.consumed_slot_seconds ?? r.used ?? 0),
+    domain: String(r.domain ?? r.name ?? '?'), contributed: num(r.contributed), consumed: num(r.consumed),
   })).filter((r) => Number.isFinite(r.contributed) && Number.isFinite(r.consumed));
   if (!pairs.length) return null;
   const max = Math.max(1, ...pairs.flatMap((r) => [r.contributed, r.consumed]));
@@ -61,5 +137,5 @@ function usageChart(data) {
       svg('rect', { class: 'contributed', x: 130, y, height: 12, width: (width * r.contributed) / max }),
       svg('rect', { class: 'consumed', x: 130, y: y + 14, height: 12, width: (width * r.consumed) / max }));
   });
-  return h('figure', {}, chart, h('figcaption', {}, 'Contributed (upper bar) and consumed (lower bar) per domain'));
+  return h('figure', {}, chart, h('figcaption', {}, 'CPU-seconds contributed (upper, green) and consumed (lower, blue) per domain'));
 }

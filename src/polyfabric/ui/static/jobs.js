@@ -11,6 +11,7 @@ const TASK_STATES = ['', 'waiting', 'ready', 'leased', 'running', 'succeeded', '
 const PAGE = 50;
 const TASK_PAGE = 100;
 const FINAL = new Set(['succeeded', 'failed', 'cancelled']);
+const EVENTS_PAGE = 1000;  // the most events one answer of /v1/jobs/{id}/events carries
 
 function progress(job) {
   const done = (job.counts.succeeded || 0) + (job.counts.skipped || 0) + (job.counts.failed || 0)
@@ -30,11 +31,14 @@ export async function jobsPage(main) {
     h('div', {}, h('label', { for: 'j-domain' }, 'Domain'), domain),
     h('button', { type: 'submit' }, 'Filter'));
 
+  let reads = 0;
   async function load() {
     let jobs;
+    const mine = ++reads;
     try {
       jobs = await get('/v1/jobs', { status: status.value, domain: domain.value.trim(),
         after: cursors[cursors.length - 1], limit: PAGE });
+      if (mine !== reads) return;  // a later read draws instead
     } catch (exc) {
       clear(results, h('p', { class: 'error', role: 'alert' }, exc.message));
       return;
@@ -121,22 +125,40 @@ export async function jobPage(main, [jobId], session) {
     if (focused) graphBox.querySelector(`[data-step="${CSS.escape(focused)}"]`)?.focus();
     main.dataset.graphVersion = String((Number(main.dataset.graphVersion) || 0) + 1);
   }
+  let busy = false;
+  let again = false;
   async function refreshGraph() {
+    if (busy) { again = true; return; }  // one read at a time, so an older answer never wins
+    busy = true;
     last = performance.now();
-    const graph = await get(`/v1/jobs/${encodeURIComponent(jobId)}/graph`, undefined, stop.signal);
-    steps = graph.steps;
-    job = graph.job;
-    showHeader();
-    drawGraph();
+    try {
+      const graph = await get(`/v1/jobs/${encodeURIComponent(jobId)}/graph`, undefined, stop.signal);
+      steps = graph.steps;
+      job = graph.job;
+      showHeader();
+      drawGraph();
+    } finally {
+      busy = false;
+      if (again && !stop.signal.aborted) { again = false; scheduleGraph(); }
+    }
   }
+  // Re-reads wait at least 400 ms, and four times what the last one took, so that a page left open
+  // on a busy workflow costs the coordinator a bounded share of its time; the task page and an open
+  // task are re-read at most every 2 s (the status cells change at once from the events anyway).
+  let cost = 0;
+  let lastTasks = 0;
   function scheduleGraph() {
     if (pending) return;
-    const wait = Math.max(0, 400 - (performance.now() - last));
+    const wait = Math.max(0, Math.max(400, 4 * cost) - (performance.now() - last));
     pending = setTimeout(() => {
       pending = null;
-      refreshGraph().catch(() => {});
-      loadTasks(true).catch(() => {});
-      if (openTaskId) refreshTaskInfo().catch(() => {});
+      const started = performance.now();
+      refreshGraph().then(() => { cost = performance.now() - started; }).catch(() => {});
+      if (performance.now() - lastTasks >= 2000) {
+        lastTasks = performance.now();
+        loadTasks(true).catch(() => {});
+        if (openTaskId) refreshTaskInfo().catch(() => {});
+      }
     }, wait);
   }
 
@@ -147,17 +169,20 @@ export async function jobPage(main, [jobId], session) {
     safe(loadTasks().then(() => (!step.foreach && step.task_id ? openTask(step.task_id) : null)));
   }
 
+  let taskReads = 0;
   async function loadTasks(quiet = false) {
     const restore = quiet ? keepFocus(tasksBox) : () => {};
     const after = view.cursors[view.cursors.length - 1];
+    const mine = ++taskReads;
     let tasks = await get(`/v1/jobs/${encodeURIComponent(jobId)}/tasks`,
       { status: view.status, after, limit: TASK_PAGE }, stop.signal);
+    if (mine !== taskReads) return;  // a later read (another page, a filter) is under way: it draws
     const full = tasks.length === TASK_PAGE;
     let more = full;
     if (view.step) {
-      const mine = tasks.filter((t) => t.task === view.step.name);
-      more = full && mine.length === tasks.length;
-      tasks = mine;
+      const ofStep = tasks.filter((t) => t.task === view.step.name);
+      more = full && ofStep.length === tasks.length;
+      tasks = ofStep;
     }
     tasks = tasks.filter((t) => !t.is_group);
     view.rows.clear();
@@ -251,7 +276,8 @@ export async function jobPage(main, [jobId], session) {
 
   // -- the events long-poll: apply each change to what is on screen ------------------------------
   async function follow() {
-    let after = 0;
+    let after = first.events_next || 0;  // the graph drawn is as of this event: follow from here
+    let behind = false;
     while (!stop.signal.aborted) {
       let answer;
       try {
@@ -272,8 +298,11 @@ export async function jobPage(main, [jobId], session) {
         const box = event.key && graphBox.querySelector(`[data-step="${CSS.escape(event.key)}"]`);
         if (box && !steps.find((st) => st.name === event.key)?.foreach) recolour(box, event.status);
       }
-      if (answer.events.length) scheduleGraph();
+      // A full page (1,000 events) means catching up on history: redraw once it is read.
+      behind = behind || answer.events.length > 0;
+      if (behind && answer.events.length < EVENTS_PAGE) { behind = false; scheduleGraph(); }
       if (FINAL.has(job.status) && !answer.events.length) {
+        lastTasks = 0;  // the last re-read includes the task page
         scheduleGraph();
         announce(`Workflow ${job.status}`);
         return;

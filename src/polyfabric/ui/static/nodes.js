@@ -53,12 +53,15 @@ export async function nodesPage(main) {
     h('div', {}, h('label', { for: 'f-label' }, 'Label'), label),
     h('button', { type: 'submit' }, 'Filter'));
 
+  let reads = 0;
   async function load(quiet = false) {
     const after = cursors[cursors.length - 1];
     const query = { state: filters.state, domain: filters.domain, label: filters.label, after, limit: PAGE };
     let nodes;
+    const mine = ++reads;
     try {
       nodes = await get('/v1/nodes', query);
+      if (mine !== reads) return;  // a later read (a filter, another page) draws instead
     } catch (exc) {
       clear(results, h('p', { class: 'error', role: 'alert' }, exc.message));
       return;
@@ -139,6 +142,21 @@ export async function nodePage(main, [ref], session) {
   const history = h('section', { 'aria-labelledby': 'h-history' }, h('h2', { id: 'h-history' }, 'History'));
   const trail = h('section', { 'aria-labelledby': 'h-audit' }, h('h2', { id: 'h-audit' }, 'Audit trail'));
   const metrics = h('section', { 'aria-labelledby': 'h-metrics' }, h('h2', { id: 'h-metrics' }, 'CPU and memory'));
+  const running = h('section', { 'aria-labelledby': 'h-running', id: 'node-tasks' },
+    h('h2', { id: 'h-running' }, 'Tasks on this node'));
+
+  async function loadTasks() {
+    try {
+      const held = await get(`/v1/nodes/${encodeURIComponent(node.id)}/tasks`);
+      clear(running, h('h2', { id: 'h-running' }, 'Tasks on this node'), held.length
+        ? table('Attempts this node holds now', ['Task', 'Workflow', 'Attempt', 'Status'], held.map((a) => h('tr', {},
+          h('th', { scope: 'row' }, a.key), h('td', {}, h('a', { href: `#/jobs/${a.job_id}` }, a.job_id)),
+          h('td', { class: 'num' }, a.attempt), h('td', {}, badge(a.status)))))
+        : h('p', { class: 'muted' }, 'No tasks running here now.'));
+    } catch (exc) {
+      clear(running, h('h2', { id: 'h-running' }, 'Tasks on this node'), h('p', { class: 'error' }, exc.message));
+    }
+  }
 
   async function loadAudit() {
     try {
@@ -194,9 +212,9 @@ export async function nodePage(main, [ref], session) {
       h('dt', {}, 'Agent'), h('dd', {}, node.agent_version || '—'),
       h('dt', {}, 'Configuration'), h('dd', {}, node.facts && node.facts.config_version ? String(node.facts.config_version) : '—'),
       h('dt', {}, 'Registered'), h('dd', {}, when(node.registered_at))),
-    actions, message, metrics, history, trail);
+    actions, message, running, metrics, history, trail);
   show(node);
-  await Promise.all([loadAudit(), loadMetrics()]);
+  await Promise.all([loadTasks(), loadAudit(), loadMetrics()]);
   return null;
 }
 
