@@ -127,12 +127,12 @@ def test_a_repeatedly_crashing_node_is_quarantined_with_the_reason_audited(fleet
     good, bad = agents(2, slots=2, prefix="crashy")
     good_node, bad_node = fleet.node_id(good), fleet.node_id(bad)
     ledger = Ledger(fleet.root / f"crashy-ledger-{fleet.backend}.txt")
-    count = 20
+    count = 12
     with fleet.leader().api(fleet.token) as api:  # while it crashes, only the crashing node takes work
         api.post(f"/v1/nodes/{good_node}/cordon", {"reason": "the crashing node first"})
     job = fleet.submit({"name": "crashy", "tasks": {"t": {
         "foreach": [f"k{i:02d}" for i in range(count)], "function": "fault_functions:work", "retries": 0,
-        "args": {"key": "{{ item }}", "seconds": 0.5, "ledger": str(ledger.path)}}}})
+        "args": {"key": "{{ item }}", "seconds": 1.5, "ledger": str(ledger.path)}}}})
 
     crashes = 0
     lost_with_crashes = 0
@@ -178,9 +178,10 @@ def test_a_repeatedly_crashing_node_is_quarantined_with_the_reason_audited(fleet
     assert status == "succeeded", row
     assert result.lost == 0, (result.mismatched, row)
     assert result.accepted_twice == 0, result.accepted_twice_store
-    # Run again: exactly the tasks it held when it crashed (one more execution per attempt lost).
-    assert result.re_executed == len(crashed_tasks), row
-    assert result.executions - result.tasks == lost_with_crashes == result.attempts_lost, row
+    # Run again: the tasks it held when it crashed, one more execution per attempt lost with it (a
+    # task that ended in the instant before the kill was accepted instead: not lost, not re-run).
+    assert result.attempts_lost >= crashes and result.re_executed <= len(crashed_tasks), row
+    assert result.executions - result.tasks == result.attempts_lost <= lost_with_crashes, row
     assert (record["actor"], details) == ("system:lifecycle", {"from": "down", "to": "quarantined",
                                                                "trigger": "health", "rule": "flapping"}), record
     assert "flapping" in record["cause"].lower() or "down 3 times" in record["cause"].lower(), record["cause"]

@@ -23,44 +23,27 @@ __all__ = ["ManifestService"]
 _FINISHED = ("succeeded", "failed")
 
 
+def manifest_row(event: dict[str, Any], *, node_id: str, public_key: bytes | None, job_id: str,
+                 now: float) -> tuple[dict[str, Any], AuditEntry | None]:
+    """The stored form of a `finished` event's manifest, with the coordinator's verdict, and the audit
+    entry of a manifest that does not check out (the runtime stages both into its group commit)."""
+    manifest = dict(event["manifest"])
+    problem = (check_manifest(manifest, public_key, node_id=node_id, task_id=event["task_id"],
+                              attempt=event["attempt"], result=event.get("result"), job_id=job_id)
+               if public_key is not None else f"node {node_id}'s key is unknown")
+    signature = str(manifest.pop("signature", ""))[:100]
+    row = {"task_id": event["task_id"], "attempt": event["attempt"], "job_id": job_id, "node_id": node_id,
+           "manifest": manifest, "signature": signature, "verified": problem is None, "problem": problem,
+           "received_at": now}
+    audit = None if problem is None else AuditEntry(
+        actor=f"node:{node_id}", action="task.manifest_invalid", subject=f"task:{event['task_id']}", cause=problem,
+        details={"attempt": event["attempt"], "job": job_id})
+    return row, audit
+
+
 class ManifestService:
     def __init__(self, ctx: ServiceContext) -> None:
         self._ctx = ctx
-
-    def record(self, node_id: str, events: list[dict[str, Any]], refused: list[dict[str, Any]]) -> int:
-        """Store the manifests of accepted `finished` events; returns how many were stored."""
-        no = {(r.get("task_id"), r.get("attempt")) for r in refused}
-        finished = [e for e in events if e.get("type") == "finished" and e.get("manifest") is not None
-                    and (e.get("task_id"), e.get("attempt")) not in no]
-        if not finished:
-            return 0
-        now = self._ctx.clock.now()
-        rows, audit = [], []
-        with self._ctx.store.unit_of_work() as uow:
-            node = uow.nodes.get(node_id)
-            if node is None:
-                return 0
-            for event in finished:
-                task = uow.jobs.get_task(event["task_id"])
-                if task is None:
-                    continue
-                manifest = dict(event["manifest"])
-                problem = check_manifest(manifest, node.public_key, node_id=node_id, task_id=event["task_id"],
-                                         attempt=event["attempt"], result=event.get("result"),
-                                         job_id=task["job_id"])
-                signature = str(manifest.pop("signature", ""))[:100]
-                rows.append({"task_id": event["task_id"], "attempt": event["attempt"], "job_id": task["job_id"],
-                             "node_id": node_id, "manifest": manifest, "signature": signature,
-                             "verified": problem is None, "problem": problem, "received_at": now})
-                if problem is not None:
-                    audit.append(AuditEntry(actor=f"node:{node_id}", action="task.manifest_invalid",
-                                            subject=f"task:{event['task_id']}", cause=problem,
-                                            details={"attempt": event["attempt"], "job": task["job_id"]}))
-            uow.manifests.add(rows)
-            if audit:
-                uow.audit.append(audit, now)
-            uow.commit()
-        return len(rows)
 
     def bundle(self, principal: Principal, job_id: str) -> dict[str, Any]:
         with self._ctx.store.unit_of_work(readonly=True) as uow:

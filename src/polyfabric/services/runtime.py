@@ -43,6 +43,7 @@ from polyfabric.scheduling.registry import default_profile, with_policies, with_
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.ledger import ledger_row
+from polyfabric.services.manifests import manifest_row
 from polyfabric.services.policies import attributes_of, job_variables
 from polyfabric.services.ports import AuditEntry, UnitOfWork
 from polyfabric.workflow.engine import (
@@ -157,6 +158,7 @@ class _Pending:
     assignments: list[Assignment] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)  # policy decisions (issue 6)
     ledger: list[dict[str, Any]] = field(default_factory=list)  # usage of attempts that ended (services/ledger.py)
+    manifests: list[dict[str, Any]] = field(default_factory=list)  # signed result manifests (services/manifests.py)
 
 
 JOB_NOTIFY_GAP_S = 0.1
@@ -661,7 +663,7 @@ class JobRuntime:
         return {"new_jobs": batch.new_jobs, "deleted": deleted, "inserts": inserts, "updates": updates,
                 "job_updates": job_updates, "events": events, "attempts_new": batch.attempts_new,
                 "attempts_update": batch.attempts_update, "logs": batch.logs, "audit": audit, "at": batch.at,
-                "policy_decisions": batch.decisions, "ledger": batch.ledger}
+                "policy_decisions": batch.decisions, "ledger": batch.ledger, "manifests": batch.manifests}
 
     def _write(self, work: dict[str, Any]) -> None:
         started = time.perf_counter()
@@ -682,6 +684,8 @@ class JobRuntime:
                 uow.policies.add_decisions(work["policy_decisions"])
             if work.get("ledger"):
                 uow.ledger.add(work["ledger"])
+            if work.get("manifests"):
+                uow.manifests.add(work["manifests"])
             uow.audit.append(work["audit"], work["at"])
             uow.commit()
         obs.RUNTIME_COMMIT_SECONDS.observe(time.perf_counter() - started)
@@ -1163,6 +1167,15 @@ class JobRuntime:
                 usage, task_id=a.task_id, attempt=a.attempt, job_id=job.id, key=a.key, node_id=node_id,
                 consumer=job.domain, provider=entry.domain if entry is not None else "", outcome=outcome,
                 finished_at=at))
+        if kind == "finished" and event.get("manifest") is not None:
+            # The node's signed manifest of this result (issue 6), checked here and stored in the same
+            # commit as the result: no second transaction per report.
+            entry = self._ctx.liveness.get(node_id)
+            row, problem = manifest_row(event, node_id=node_id, public_key=entry.public_key if entry else None,
+                                        job_id=job.id, now=now)
+            self._pending.manifests.append(row)
+            if problem is not None:
+                self._pending.audit.append(problem)
         for listener in self.attempt_listeners:
             listener(node_id, a.task_id, a.attempt, outcome, now)
         job.dirty.add(a.key)

@@ -180,15 +180,15 @@ class TopologyService:
         coords = self._coords()
         ends = []
         for ref in (a, b):
-            node = by_ref.get(ref)
-            if node is None:
+            found = by_ref.get(ref)
+            if found is None:
                 kind = "id" if NODE_ID_RE.match(ref) else "name"
                 raise NotFound(f"no node with {kind} {ref!r} (or it is not in your domains)")
-            row = coords.get(node.id)
+            row = coords.get(found.id)
             if row is None:
-                raise NotFound(f"node {node.name} has not reported network coordinates yet "
+                raise NotFound(f"node {found.name} has not reported network coordinates yet "
                                "(agents report them with their heartbeats once they have measured)")
-            ends.append((node, row["coords"]))
+            ends.append((found, row["coords"]))
         (na, ca), (nb, cb) = ends
         if not ca.compatible(cb):
             raise ValidationError(f"nodes {na.name} and {nb.name} report coordinates of different dimensions")

@@ -15,6 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 __all__ = ["DelayProxy", "ProxyLoop"]
 
@@ -66,7 +67,8 @@ class DelayProxy:
         self.host = "127.0.0.1"
         self.connections = 0
         self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
 
     @property
     def address(self) -> str:
@@ -80,13 +82,18 @@ class DelayProxy:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
+        handlers = list(self._handlers)
+        for task in handlers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*handlers, return_exceptions=True)
+        await asyncio.sleep(0.05)  # closing transports finish on the next loop iterations
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        me = asyncio.current_task()
+        if me is not None:
+            self._handlers.add(me)
+            me.add_done_callback(self._handlers.discard)
         peer = writer.get_extra_info("peername")
         delay = max(0.0, float(self.delay(peer[0] if peer else "")))
         try:
@@ -109,6 +116,9 @@ class DelayProxy:
             for w in (writer, up_writer):
                 with contextlib.suppress(Exception):
                     w.close()
+            for w in (writer, up_writer):  # let the transports finish closing before the loop ends
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(w.wait_closed(), 1.0)
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:

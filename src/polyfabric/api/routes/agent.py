@@ -150,9 +150,7 @@ async def report(request: Request, call: SignedCall = Depends(signed_call)) -> d
     answer = await run_in_threadpool(
         services.runtime.report, call.node_id, events,
         [c.model_dump() for c in payload.logs], [r.model_dump() for r in payload.running])
-    if services.manifests is not None and any(e.get("manifest") for e in events):
-        # Signed result manifests (issue 6): checked against the node's key and stored after the results.
-        await run_in_threadpool(services.manifests.record, call.node_id, events, answer.get("refused") or [])
+    # Signed result manifests (issue 6) are checked and stored by the runtime, in the results' own commit.
     return answer
 
 

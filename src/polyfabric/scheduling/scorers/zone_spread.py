@@ -67,7 +67,7 @@ class ZoneSpreadScorer:
 
     def _by_value(self, key: str, cycle: CycleState) -> dict[str, list[str]]:
         """label value -> node ids carrying it, once per pass."""
-        scratch: dict[str, Any] = cycle.scratch.setdefault(self.name, {})
+        scratch: dict[Any, Any] = cycle.scratch.setdefault(self.name, {})
         by_value = scratch.get(("values", key))
         if by_value is None:
             by_value = {}
@@ -96,7 +96,7 @@ class ZoneSpreadScorer:
         return running  # type: ignore[no-any-return]
 
     def _group(self, task: TaskRequest, key: str, cycle: CycleState) -> _Group:
-        scratch: dict[str, Any] = cycle.scratch.setdefault(self.name, {})
+        scratch: dict[Any, Any] = cycle.scratch.setdefault(self.name, {})
         name = task.group or task.task_id
         group: _Group | None = scratch.get(("group", key, name))
         if group is None:
@@ -107,9 +107,8 @@ class ZoneSpreadScorer:
         if group.last != task.task_id:
             if group.last is not None:
                 where = cycle.node_of(group.last)
-                if where is not None:
-                    value = cycle.view.node(where).labels.get(key)
-                    if value is not None:
-                        group.counts[value] = group.counts.get(value, 0) + 1
+                placed = cycle.view.node(where).labels.get(key) if where is not None else None
+                if placed is not None:
+                    group.counts[placed] = group.counts.get(placed, 0) + 1
             group.last = task.task_id
         return group
