@@ -16,6 +16,8 @@ Debian's Chromium (/usr/bin/chromium, headless, via playwright) then measures:
     update latency         from a gate task's `succeeded` event (its `at`, the coordinator's clock)
                            to the browser drawing that step green (a MutationObserver's Date.now(),
                            same machine, same clock), while the 10,000 items keep the events flowing
+    event visible in API   from the same `at` to the event reaching a Python client long-polling the
+                           same events endpoint: the coordinator's share of the update latency
 
 Each timing is the median of `--repeat` tries; the JSON line keeps every try.
 
@@ -192,7 +194,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out["workflow_first_render_ms"] = renders
             log(f"workflow page first render: {renders}")
             page.evaluate(_OBSERVE)
-            latencies = []
+            # The same events, followed from Python too: when each gate's `succeeded` becomes visible
+            # through the API, to tell the coordinator's share of the latency from the page's.
+            seen_api: dict[str, float] = {}
+            stop_follow = threading.Event()
+
+            def follow(after: int) -> None:
+                with ApiClient(coordinator.url, token) as client:
+                    while not stop_follow.is_set():
+                        answer = client.get(f"/v1/jobs/{job['id']}/events", after=after, wait_s=5)
+                        now = time.time() * 1000
+                        for e in answer["events"]:
+                            if e["status"] == "succeeded" and e["key"] and e["key"].startswith("gate"):
+                                seen_api.setdefault(e["key"], now)
+                        after = answer["next"]
+
+            follower = threading.Thread(target=follow, args=(api.get(f"/v1/jobs/{job['id']}/graph")["events_next"],),
+                                        daemon=True)
+            follower.start()
+            latencies, api_visible = [], []
             for g in range(3):
                 name = f"gate{g}"
                 page.locator(f'svg.dag [data-step="{name}"][data-status="running"]').wait_for(timeout=600_000)
@@ -209,9 +229,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         break
                     after = answer["next"]
                 latencies.append(round(seen_ms - events[0]["at"] * 1000, 1))
+                wait_until(lambda n=name: n in seen_api, timeout=60, message=f"{name} seen through the API")
+                api_visible.append(round(seen_api[name] - events[0]["at"] * 1000, 1))
                 counts = api.get(f"/v1/jobs/{job['id']}/graph")["job"]["counts"]
-                log(f"  {name}: drawn green {latencies[-1]} ms after its event (job counts now {counts})")
+                log(f"  {name}: drawn green {latencies[-1]} ms after its event, visible through the API after "
+                    f"{api_visible[-1]} ms (job counts now {counts})")
             out["update_latency_ms"] = latencies
+            out["event_visible_in_api_ms"] = api_visible
+            stop_follow.set()
             out["fan_still_running"] = api.get(f"/v1/jobs/{job['id']}/graph")["job"]["counts"].get("succeeded", 0) \
                 < args.tasks
             graph_ms = []

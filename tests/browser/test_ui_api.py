@@ -148,3 +148,14 @@ def test_a_nodes_tasks_are_the_attempts_it_holds_now(ui_fabric, node, raw, tmp_p
     assert raw(ui_fabric.url, "GET", "/v1/nodes/no-such-node/tasks", ui_fabric.token("viewer")).status_code == 404
     release.touch()
     wait_until(lambda: not mine(), timeout=60, message="the node to hold nothing of the job once it finished")
+
+
+def test_the_label_filter_is_applied_by_the_store(ui_fabric, node):
+    """Nodes filtered by labels in SQL (JSON on SQLite and PostgreSQL): each page is read alone."""
+    def names(*labels: str) -> list[str]:
+        return [n["name"] for n in ui_fabric.admin.get("/v1/nodes", label=list(labels))]
+
+    assert names("rack=r0") == ["api-node-1"]
+    assert names("region=local", "zone=a") == ["api-node-1"]
+    assert names("rack=r9") == [] and names("nosuchkey=x") == [] and names("zone=b") == []
+    assert names("rack=r0", "zone=b") == []

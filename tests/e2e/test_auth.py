@@ -64,6 +64,8 @@ def test_every_v1_endpoint_without_credentials_is_401(fabric, nodes, signed, tmp
     node_id = nodes[DOMAIN_A]
     checked = []
     for method, path in _endpoints(fabric):
+        if path.startswith("/v1/hooks/"):
+            continue  # webhooks authenticate by an HMAC signature per trigger: tests/e2e/test_webhooks.py
         url = re.sub(r"\{ref\}", node_id, path)
         url = url.replace("{verb}", "cordon").replace("{token_id}", "jt-0123456789abcdef")
         url = re.sub(r"\{[^}]+\}", "x", url)

@@ -210,6 +210,9 @@ class AgentClient(_Base):
 
         response = self._send("POST", path, body=body, headers={"content-type": "application/json"},
                               idempotent=idempotent, sign=sign)
-        self.last_elapsed = response.elapsed.total_seconds()  # on the wire: the topology probe (issue 7)
+        try:  # on the wire: the topology probe (issue 7); unset for responses not read from a socket
+            self.last_elapsed = response.elapsed.total_seconds()
+        except RuntimeError:
+            self.last_elapsed = None
         _raise_for(response)
         return response.json() if response.content else None

@@ -424,10 +424,8 @@ class NodeService:
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             cursor = after
             while len(out) < limit:
-                # A label filter is applied here, so read in large batches (1 in 100 matching: 5 reads of
-                # 1,000 for a page of 50, not 100 reads of 50).
-                batch = uow.nodes.list(state=state, domain=domain, domains=scope, after=cursor,
-                                       limit=max(limit, 1000) if label else limit)
+                batch = uow.nodes.list(state=state, domain=domain, domains=scope, after=cursor, limit=limit,
+                                       labels=label or None)
                 if not batch:
                     break
                 out.extend(n for n in batch if not label or all(n.labels.get(k) == v for k, v in label.items()))

@@ -4,8 +4,8 @@ Revision ID: 0011
 Revises: 0010
 """
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0011"
 down_revision = "0010"
