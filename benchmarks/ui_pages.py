@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import signal
 import statistics
 import sys
@@ -253,6 +254,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if agent is not None:
             agent.stop()
         coordinator.stop()
+        shutil.rmtree(root, ignore_errors=True)
     return out
 
 

@@ -40,6 +40,7 @@ from polyfabric.agent.identity import NodeIdentity, load_or_create
 from polyfabric.agent.policy import Negotiator, load_owner_policy
 from polyfabric.agent.probes import EchoServer, Prober, parse_address
 from polyfabric.agent.runner import Outbox, Sync, TaskRunner
+from polyfabric.agent.runner.artifacts import ArtifactAgent
 from polyfabric.agent.runner.checkpoints import CheckpointAgent
 from polyfabric.agent.secrets import SecretOpener, manifest_signer
 from polyfabric.agent.settings import AgentSettings
@@ -237,6 +238,7 @@ class Agent:
         # Checkpoints: tasks save them through a local socket, the agent uploads them on its own connection.
         self._checkpoint_client = AgentClient(self.settings.coordinator, sign, timeout=30.0)
         self.runner.checkpoints = CheckpointAgent(self._checkpoint_client).start(self.settings.data_dir)
+        self.runner.artifacts = ArtifactAgent(self._checkpoint_client)  # uploaded when an attempt ends
         if self.settings.policy_file is not None:  # the owner's policy answers every offer (issue 6)
             self.runner.negotiator = Negotiator(self.settings.policy_file, self._node_variables,
                                                 self.identity.node_id, self.identity.private_key.sign)

@@ -16,6 +16,7 @@ from polyfabric.api.leader import LeaderGateMiddleware
 from polyfabric.api.middleware import BodyLimitMiddleware, MetricsMiddleware, RequestIdMiddleware
 from polyfabric.api.notify import Notifier
 from polyfabric.api.routes import agent, audit, jobs, meta, nodes, tokens
+from polyfabric.api.routes import artifacts as artifact_routes
 from polyfabric.api.routes import config as config_routes
 from polyfabric.api.routes import gc as gc_routes
 from polyfabric.api.routes import metrics as metrics_routes
@@ -56,6 +57,7 @@ def create_app(services: Services, *, body_limit: int = 1 << 20) -> FastAPI:
     app.include_router(topology_routes.router)  # issue 7: GET /v1/topology
     app.include_router(metrics_routes.router)  # issue 7: GET /metrics, GET /v1/nodes/{ref}/metrics
     app.include_router(usage_routes.router)  # issue 7: GET /v1/usage
+    app.include_router(artifact_routes.router)  # GET /v1/jobs/{id}/artifacts, GET /v1/tasks/{id}/artifacts/{path}
     app.add_middleware(LeaderGateMiddleware, leadership=lambda: services.ctx.leadership)
     app.add_middleware(BodyLimitMiddleware, limit=body_limit)
     app.add_middleware(RequestIdMiddleware)

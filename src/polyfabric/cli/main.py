@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from polyfabric import __version__
+from polyfabric.cli.artifacts import job_artifacts, task_artifact
 from polyfabric.cli.audit import audit
 from polyfabric.cli.checkpoint import checkpoint
 from polyfabric.cli.configdocs import config
@@ -101,6 +102,9 @@ def cli() -> None:
               help="Order ready tasks of equal priority by their domain's contributed/consumed balance.")
 @click.option("--fair-share-window", type=click.FloatRange(min=60), default=7 * 86400.0, show_default=True,
               help="Seconds of ledger history fair share weighs.")
+@click.option("--offer-timeout", default="30s", show_default=True, metavar="DURATION",
+              help="An offer (a lease) the node neither starts nor declines within this long counts as a "
+                   "decline: the task is offered to another node (e.g. 30s, 2m).")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: float,
            unreachable_after: float, down_after: float, quarantine_failures: int, quarantine_window: float,
@@ -108,7 +112,7 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
            probation: float, log_level: str, advertise: str | None, lease_ttl: float,
            checkpoint_dir: Path | None = None, drain_checkpoint_grace: float = 10.0,
            metrics_public: bool = False, telemetry_interval: float = 10.0, fair_share: bool = False,
-           fair_share_window: float = 7 * 86400.0) -> None:
+           fair_share_window: float = 7 * 86400.0, offer_timeout: str = "30s") -> None:
     """Run a coordinator: the API, the failure detector and the other controllers.
 
     Several coordinators may share one PostgreSQL database (--db): all serve the API, one at a time
@@ -126,6 +130,14 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
         raise click.BadParameter("need 0 < --heartbeat-interval < --unreachable-after < --down-after")
     if advertise is not None and not advertise.startswith(("http://", "https://")):
         raise click.BadParameter(f"{advertise!r} is not an http:// or https:// URL", param_hint="--advertise")
+    from polyfabric.domain.jobs import parse_duration
+
+    try:
+        offer_timeout_s = parse_duration(offer_timeout)
+    except DomainError as exc:
+        raise click.BadParameter(exc.message, param_hint="--offer-timeout") from None
+    if offer_timeout_s <= 0:
+        raise click.BadParameter("must be more than 0 (e.g. 30s)", param_hint="--offer-timeout")
     data_dir = data_dir.resolve()
     settings = CoordinatorSettings(
         db_url=db_url or f"sqlite:///{data_dir / 'polyfabric.db'}", data_dir=data_dir, host=host,
@@ -138,7 +150,7 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
         checkpoint_dir=checkpoint_dir.resolve() if checkpoint_dir is not None else None,
         drain_checkpoint_grace_s=drain_checkpoint_grace,
         metrics_public=metrics_public, telemetry_interval_s=telemetry_interval, fair_share=fair_share,
-        fair_share_window_s=fair_share_window,
+        fair_share_window_s=fair_share_window, offer_timeout_s=offer_timeout_s,
     )
     try:
         sys.exit(serve(settings))
@@ -254,6 +266,8 @@ cli.add_command(audit)
 cli.add_command(run)
 cli.add_command(job)
 cli.add_command(task)
+job.add_command(job_artifacts)  # `job artifacts ID`, `task artifact TASK PATH` (cli/artifacts.py)
+task.add_command(task_artifact)
 cli.add_command(semaphore)
 cli.add_command(pool)
 cli.add_command(config)  # issue 6: configuration manager

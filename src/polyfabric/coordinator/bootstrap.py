@@ -23,6 +23,7 @@ from polyfabric.controllers.liveness_flush import LivenessFlusher
 from polyfabric.controllers.node_health import NodeHealthController
 from polyfabric.controllers.node_lifecycle import NodeLifecycleController
 from polyfabric.controllers.observability import ObservabilityController
+from polyfabric.controllers.policy_remediation import PolicyRemediationController
 from polyfabric.controllers.runtime import Controller, LoopRunner
 from polyfabric.controllers.scheduler import SchedulerController
 from polyfabric.controllers.schedules import ScheduleController
@@ -121,9 +122,13 @@ def build(settings: CoordinatorSettings) -> Coordinator:
     _configure_triggers(services)
     if services.checkpoints is not None:
         services.checkpoints.directory = settings.checkpoint_dir or settings.data_dir / "checkpoints"
+    if services.artifacts is not None:  # the checkpoint directory's sibling (shared alike)
+        services.artifacts.directory = (settings.checkpoint_dir.parent / "artifacts" if settings.checkpoint_dir
+                                        else settings.data_dir / "artifacts")
     if services.secrets is not None:
         services.secrets.configure(settings.data_dir / "secrets.key")
     _configure_observability(services, settings)
+    services.runtime.offer_timeout_s = settings.offer_timeout_s  # issue 6: an unanswered offer is a decline
     if services.pools is not None:  # issue 7: elastic node pools
         services.pools.providers = {"local": LocalProvider(settings.data_dir), "ssh": SshProvider()}
         services.pools.coordinator_urls = (settings.advertise,)
@@ -142,6 +147,7 @@ def build(settings: CoordinatorSettings) -> Coordinator:
             NodeLifecycleController(ctx, services.nodes, services.runtime, settings.quarantine,
                                     move_mode=MoveMode.STOP_AFTER_CHECKPOINT if settings.drain_checkpoint_grace_s > 0
                                     else MoveMode.REQUEUE, checkpoint_grace_s=settings.drain_checkpoint_grace_s),
+            PolicyRemediationController(ctx, services.nodes, services.runtime),  # issue 6: cordon / quarantine
             LivenessFlusher(services.nodes, settings.liveness_flush_s),
             TopologyFlusher(services.topology, settings.liveness_flush_s),  # issue 7
             AuditHeadSigner(services.audit, settings.audit_sign_s),
@@ -186,6 +192,10 @@ def _configure_triggers(services: Services) -> None:
 
     checkpoints = services.checkpoints
     services.gc.collectors.append(checkpoint_files(lambda: checkpoints.directory if checkpoints else None))
+    from polyfabric.services.artifacts import gc_collector
+
+    artifacts = services.artifacts
+    services.gc.collectors.append(gc_collector(lambda: artifacts.directory if artifacts else None))
 
 
 def _trigger_controllers(services: Services) -> list[Controller]:

@@ -38,6 +38,8 @@ class CoordinatorSettings:
     telemetry_interval_s: float = 10.0
     fair_share: bool = False
     fair_share_window_s: float = 7 * 86400.0
+    # Negotiation (docs/policy.md): an offer unanswered this long counts as a decline.
+    offer_timeout_s: float = 30.0
 
     @property
     def advertise(self) -> str:

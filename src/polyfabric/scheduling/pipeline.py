@@ -58,6 +58,9 @@ __all__ = ["default_candidates", "schedule"]
 _PASS = Status.PASS
 _NOT_NOW = Status.NOT_NOW
 _EMPTY: Mapping[str, int] = MappingProxyType({})
+EXPLAIN_MEMO = True
+"""Explanations reuse a class's CLASS/CYCLE answers per node version (False: ask again; for the
+test that plans are the same either way)."""
 _UNCHOSEN = "passed every filter but was not chosen"
 
 Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
@@ -109,6 +112,7 @@ class _Class:
     __slots__ = (
         "cursor",
         "exhausted",
+        "explained",
         "fresh",
         "gone",
         "later",
@@ -144,6 +148,9 @@ class _Class:
         self.later: list[NodeView] = []  # nodes that refused NOT_NOW: preemption candidates
         self.not_now = False
         self.spent_at: int | None = None  # preemption found nothing at this priority
+        # node id -> (node version, first CLASS/CYCLE refusal or None) seen by `_explain`: a class
+        # explained again (for another policy class, other exclusions) re-asks only changed nodes.
+        self.explained: dict[str, tuple[int, Verdict | None]] = {}
 
 
 class _Pass:
@@ -641,6 +648,8 @@ class _Pass:
         summary: dict[str, int] = {}
         later: list[NodeView] = []
         self.n_explained += len(self.shuffled)
+        memo = cs.explained if EXPLAIN_MEMO else {}
+        versions = self.versions
         for node in self.shuffled:
             verdict = self.refused.get(node.id)
             if verdict is None:
@@ -648,8 +657,16 @@ class _Pass:
                 if isinstance(known, Verdict):
                     verdict = known  # the CLASS refusal the class's group already got
                 else:
-                    checks = shared if known is None else self.cycle_filters
-                    verdict = _first_refusal(checks, rep, node, cycle)
+                    # CLASS and CYCLE answers for the class's representative depend only on the
+                    # node and its tallies (framework.py): the same node version, the same answer.
+                    version = versions.get(node.id, 0)
+                    hit = memo.get(node.id)
+                    if hit is not None and hit[0] == version:
+                        verdict = hit[1]
+                    else:
+                        checks = shared if known is None else self.cycle_filters
+                        verdict = _first_refusal(checks, rep, node, cycle)
+                        memo[node.id] = (version, verdict)
                     if verdict is None and task is not None:
                         verdict = _first_refusal(self.task_filters, task, node, cycle)
             key = _UNCHOSEN if verdict is None else verdict.key

@@ -144,6 +144,22 @@ class CheckpointPartIn(Request):
     sha256: str | None = Field(default=None, min_length=64, max_length=64)
 
 
+class ArtifactPartIn(Request):
+    """One part of an artifact upload (services/artifacts.py); the last one has `final`. A file
+    the agent will not send has `refused` (why) instead of data."""
+
+    task_id: str = Field(max_length=64)
+    attempt: int = Field(ge=0)
+    upload_id: str = Field(min_length=1, max_length=64, description="chosen by the agent, one per file")
+    path: str = Field(min_length=1, max_length=400, description="relative to $POLYFABRIC_ARTIFACTS")
+    offset: int = Field(default=0, ge=0)
+    data: str = Field(default="", max_length=720_000, description="base64, at most 512 KiB of bytes")
+    final: bool = False
+    size: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, min_length=64, max_length=64)
+    refused: str | None = Field(default=None, max_length=2000)
+
+
 class CheckpointFetchIn(Request):
     task_id: str = Field(max_length=64)
     attempt: int = Field(ge=0)

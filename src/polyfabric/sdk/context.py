@@ -54,6 +54,7 @@ class TaskContext:
     stop_file: Path | None
     socket_path: str | None
     token: str | None
+    artifacts_dir: Path | None = None  # $POLYFABRIC_ARTIFACTS: files left here are collected as artifacts
 
     # -- state ------------------------------------------------------------------------------
 
@@ -147,4 +148,5 @@ def task_context() -> TaskContext:
                        attempt=int(env.get("POLYFABRIC_ATTEMPT") or 0), workspace=path("POLYFABRIC_WORKSPACE"),
                        checkpoint_dir=path("POLYFABRIC_CHECKPOINT_DIR"), stop_file=path("POLYFABRIC_STOP_FILE"),
                        socket_path=env.get("POLYFABRIC_AGENT_SOCKET") or None,
-                       token=env.get("POLYFABRIC_CHECKPOINT_TOKEN") or None)
+                       token=env.get("POLYFABRIC_CHECKPOINT_TOKEN") or None,
+                       artifacts_dir=path("POLYFABRIC_ARTIFACTS"))

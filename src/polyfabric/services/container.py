@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from polyfabric.services.artifacts import ArtifactService
 from polyfabric.services.audit import AuditService
 from polyfabric.services.checkpoints import CheckpointService
 from polyfabric.services.config import ConfigService
@@ -49,6 +50,7 @@ class Services:
     telemetry_history: TelemetryHistory | None = None  # issue 7: per-node telemetry history
     ledger: LedgerService | None = None  # issue 7: the contribution ledger
     pools: PoolService | None = None  # issue 7: elastic node pools (providers set in bootstrap)
+    artifacts: ArtifactService | None = None  # files tasks leave; its directory is set in bootstrap
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Services:
@@ -70,4 +72,5 @@ class Services:
         runtime.share_balances = services.ledger.balances
         services.pools = PoolService(ctx, waiting=runtime.waiting_tasks, attempts_on=runtime.attempts_on,
                                      nodes=services.nodes, tokens=tokens)
+        services.artifacts = ArtifactService(ctx, runtime, None)
         return services

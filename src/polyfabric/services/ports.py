@@ -246,6 +246,7 @@ class UnitOfWork(Protocol):
     manifests: Any  # store.repositories.manifests (signed results)
     topology: Any  # store.repositories.topology (issue 7: network coordinates)
     pools: Any  # store.repositories.pools (issue 7: elastic node pools)
+    artifacts: Any  # store.repositories.artifacts (files tasks leave, issues 4 and 7)
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...

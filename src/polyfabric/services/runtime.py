@@ -1198,6 +1198,10 @@ class JobRuntime:
             self._profile = with_policies(self._profile, self._policies)
         self.wake.set()
 
+    def current_policies(self) -> list[Policy]:
+        """The policy versions in force (the remediation controller reads them)."""
+        return list(self._policies)
+
     def _load_policies(self, uow: UnitOfWork) -> None:
         from polyfabric.domain.policy import parse_policy
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "artifacts",
     "domain_quotas",
     "pool_members",
     "pools",
@@ -579,4 +580,24 @@ domain_quotas = sa.Table(
     sa.Column("max_nodes", sa.Integer, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("updated_by", sa.String(200), nullable=False),
+)
+
+# -- artifacts (issues 4 and 7): files a task leaves under $POLYFABRIC_ARTIFACTS, uploaded by its
+# agent when the attempt ends; the bytes are files in the coordinator's artifact directory
+# (services/artifacts.py). A refused file (too large, say) has a row with `problem` and no bytes. --
+
+artifacts = sa.Table(
+    "artifacts",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("task_id", sa.String(32), sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("job_id", sa.String(32), nullable=False, index=True),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("path", sa.String(400), nullable=False),  # relative to $POLYFABRIC_ARTIFACTS (domain/artifacts.py)
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=True),  # null: refused, not stored
+    sa.Column("node_id", sa.String(32), nullable=False),
+    sa.Column("problem", sa.Text, nullable=True),  # why the file was refused
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.UniqueConstraint("task_id", "attempt", "path"),
 )

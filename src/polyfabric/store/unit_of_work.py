@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from polyfabric.observability.metrics import STORE_COMMIT_SECONDS
 from polyfabric.store.engine import create_engine, is_sqlite
+from polyfabric.store.repositories.artifacts import SqlArtifactRepository
 from polyfabric.store.repositories.audit import SqlAuditRepository
 from polyfabric.store.repositories.checkpoints import SqlCheckpointRepository
 from polyfabric.store.repositories.config import SqlConfigRepository
@@ -87,6 +88,7 @@ class SqlUnitOfWork:
         self.manifests = SqlManifestRepository(conn)
         self.topology = SqlTopologyRepository(conn)
         self.pools = SqlPoolRepository(conn)
+        self.artifacts = SqlArtifactRepository(conn)
         return self
 
     def commit(self) -> None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from polyfabric.agent.runner.artifacts import ARTIFACTS_DIR, ArtifactAgent
 from polyfabric.agent.runner.checkpoints import CheckpointAgent
 from polyfabric.agent.runner.interrupt import Interrupt, StopKind
 from polyfabric.agent.runner.lease import Ident, Lease, LeaseInvalid, Outcome
@@ -88,6 +89,8 @@ class TaskRunner:
         self._cleanups: queue.SimpleQueue[Attempt | None] = queue.SimpleQueue()
         # Checkpoints (agent/runner/checkpoints.py): set by the agent; None runs tasks without them.
         self.checkpoints: CheckpointAgent | None = None
+        # Artifacts (agent/runner/artifacts.py): uploaded when an attempt ends; None keeps them local.
+        self.artifacts: ArtifactAgent | None = None
         # Issue 6, set by the agent: opens sealed secrets (agent.secrets.SecretOpener), signs result
         # manifests (signer(lease, outcome, started_at, finished_at) -> manifest), and the node
         # configuration's admission check (admit(lease) -> why it may not run here, or None).
@@ -305,6 +308,9 @@ class TaskRunner:
                 raise SetupError(secret_problem)
             if attempt.secrets is not None:
                 lease = replace(lease, env={**lease.env, **attempt.secrets.install(attempt.workspace.path)})
+            artifacts_dir = attempt.workspace.path / ARTIFACTS_DIR  # what the task leaves there is uploaded
+            artifacts_dir.mkdir(mode=0o700)
+            lease = replace(lease, env={**lease.env, "POLYFABRIC_ARTIFACTS": str(artifacts_dir)})
             if self.checkpoints is not None:  # restore the task's checkpoint; the task gets the socket's env
                 lease = replace(lease, env={**lease.env, **self.checkpoints.prepare(lease, attempt.workspace)})
             meter = attempt.meter = UsageMeter(gpus=lease.resources.gpus)
@@ -332,7 +338,13 @@ class TaskRunner:
                 attempt.secrets.redactor.flush()
             if self.checkpoints is not None:
                 self.checkpoints.release(lease.ident)
-            self._finish(attempt, outcome or Outcome.failed("the agent could not run the task"))
+            outcome = outcome or Outcome.failed("the agent could not run the task")
+            if self.artifacts is not None and attempt.workspace is not None and outcome.status != "stopped":
+                try:  # before the final report: once it is acknowledged the workspace goes
+                    self.artifacts.collect(lease.task_id, lease.attempt, attempt.workspace.path / ARTIFACTS_DIR)
+                except Exception:
+                    log.exception("uploading the artifacts of %s attempt %d failed", lease.task_id, lease.attempt)
+            self._finish(attempt, outcome)
 
     def _finish(self, attempt: Attempt, outcome: Outcome) -> None:
         lease = attempt.lease

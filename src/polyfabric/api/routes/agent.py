@@ -20,6 +20,7 @@ from polyfabric.domain.policy import answer_bytes
 from polyfabric.domain.resources import Resources
 from polyfabric.observability.metrics import HEARTBEATS_RECEIVED
 from polyfabric.schemas.agent import (
+    ArtifactPartIn,
     CheckpointFetchIn,
     CheckpointPartIn,
     HeartbeatIn,
@@ -168,6 +169,14 @@ async def checkpoint_fetch(request: Request, call: SignedCall = Depends(signed_c
     services = request.app.state.services
     payload: CheckpointFetchIn = _parse(CheckpointFetchIn, call.body)
     return await run_in_threadpool(services.checkpoints.fetch, call.node_id, payload.model_dump())
+
+
+@router.post("/artifact")
+async def artifact_part(request: Request, call: SignedCall = Depends(signed_call)) -> dict[str, Any]:
+    """One part of an artifact of an ending attempt (services/artifacts.py); 409 when fenced."""
+    services = request.app.state.services
+    payload: ArtifactPartIn = _parse(ArtifactPartIn, call.body)
+    return await run_in_threadpool(services.artifacts.upload, call.node_id, payload.model_dump())
 
 
 def _answer_signed(services: Any, node_id: str, event: dict[str, Any]) -> bool:

@@ -76,7 +76,11 @@ def list_jobs(request: Request, status: str | None = None, domain: str | None = 
 
 @router.get("/jobs/{job_id}")
 def get_job(job_id: str, request: Request, caller: Principal = Depends(principal)) -> dict[str, Any]:
-    return _services(request).jobs.get(caller, job_id)
+    services = _services(request)
+    out = services.jobs.get(caller, job_id)
+    if services.artifacts is not None:  # {"files", "bytes", "refused"}: details in GET /v1/jobs/{id}/artifacts
+        out["artifacts"] = services.artifacts.counts(job_id)
+    return out
 
 
 @router.get("/jobs/{job_id}/tasks")
