@@ -186,6 +186,7 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
             for t in with_attributes(plain, seed)]
     owners = owner_policies(view, seed)
     off_times, on_times, neg_times = [], [], []
+    off_cpu, on_cpu = [], []  # process CPU seconds: what other load on the machine changes least
     plan_off = plan_on = None
     declines = 0
     # The first pass with policies finds every cache empty (the coordinator's first pass after
@@ -194,21 +195,26 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
     schedule(view, rich, on, random.Random(seed), now=_NOON)
     cold = time.perf_counter() - start
     for r in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plan_off = schedule(view, plain, base, random.Random(seed + r), now=_NOON)
         off_times.append(time.perf_counter() - start)
-        start = time.perf_counter()
+        off_cpu.append(time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         plan_on = schedule(view, rich, on, random.Random(seed + r), now=_NOON)
         middle = time.perf_counter()
         declines, _again = negotiate(view, rich, plan_on, owners, on, seed)
         end = time.perf_counter()
+        on_cpu.append(time.process_time() - cpu)
         on_times.append(end - start)
         neg_times.append(end - middle)
     assert plan_off is not None and plan_on is not None
     off, on_s = statistics.median(off_times), statistics.median(on_times)
     return {"nodes": nodes, "tasks": tasks, "policies": len(policies), "owner_policies": len(owners),
             "off_s": round(off, 4), "on_s": round(on_s, 4), "negotiation_s": round(statistics.median(neg_times), 4),
-            "ratio": round(on_s / off, 3), "cold_on_s": round(cold, 4), "placed_off": len(plan_off.placements),
+            "ratio": round(on_s / off, 3),
+            "cpu_off_s": round(statistics.median(off_cpu), 4), "cpu_on_s": round(statistics.median(on_cpu), 4),
+            "cpu_ratio": round(statistics.median(on_cpu) / statistics.median(off_cpu), 3),
+            "cold_on_s": round(cold, 4), "placed_off": len(plan_off.placements),
             "placed_on": len(plan_on.placements), "declined": declines,
             "classes_off": plan_off.stats["classes"], "classes_on": plan_on.stats["classes"],
             "runs_off_s": [round(t, 4) for t in off_times], "runs_on_s": [round(t, 4) for t in on_times]}
@@ -216,7 +222,7 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
 
 COLUMNS = [("nodes", "nodes"), ("tasks", "tasks"), ("policies", "policies"), ("owner_policies", "owners"),
            ("off_s", "off s"), ("on_s", "on s"), ("cold_on_s", "first on s"),
-           ("negotiation_s", "of which offers s"), ("ratio", "on/off"),
+           ("negotiation_s", "of which offers s"), ("ratio", "on/off"), ("cpu_ratio", "on/off cpu"),
            ("placed_off", "placed off"), ("placed_on", "placed on"), ("declined", "declined"),
            ("classes_off", "classes off"), ("classes_on", "classes on")]
 

@@ -32,7 +32,7 @@ from polyfabric.testing import AgentProcess, CoordinatorProcess, wait_until
 from .conftest import DOWN, E2E_DIR, HEARTBEAT, UNREACHABLE, Fabric, signed_post
 
 sys.path.insert(0, str(E2E_DIR))
-from artifact_functions import pattern  # noqa: E402
+from artifact_functions import pattern
 
 pytestmark = pytest.mark.e2e
 
@@ -91,12 +91,12 @@ def py(code: str) -> list[str]:
 
 
 WRITE_TWO = (
-    "sys.path.insert(0, {e2e!r})\n"
+    f"sys.path.insert(0, {str(E2E_DIR)!r})\n"
     "from artifact_functions import pattern\n"
     "open(os.path.join(d, 'report.txt'), 'w').write('hello artifacts\\n')\n"
     "os.makedirs(os.path.join(d, 'sub', 'deep'))\n"
-    "open(os.path.join(d, 'sub', 'deep', 'big.bin'), 'wb').write(pattern({big}))\n"
-).format(e2e=str(E2E_DIR), big=BIG)
+    f"open(os.path.join(d, 'sub', 'deep', 'big.bin'), 'wb').write(pattern({BIG}))\n"
+)
 
 
 def test_a_command_tasks_files_are_listed_and_download_byte_for_byte(env: Env, tmp_path: Path):
@@ -217,3 +217,38 @@ def test_gc_removes_an_expired_jobs_artifact_files_but_keeps_a_kept_tasks(env: E
     assert env.download(kept["id"], "out.txt").content == kept["id"].encode()
     gone_dl = env.download(gone["id"], "out.txt")
     assert gone_dl.status_code == 404
+
+
+def test_the_coordinator_checks_paths_sizes_and_digests_itself(env: Env):
+    """Hand-made uploads with the agent's own key for its running attempt: the coordinator does not
+    trust the agent's checks."""
+    job_id = str(env.jobs.submit({"name": "held", "tasks": {"hold": {"command": ["sleep", "60"]}}}, {}, "test")["id"])
+    task = wait_until(lambda: (lambda t: t if t["status"] == "running" else None)(env.task(job_id, "hold")),
+                      timeout=40, message="the task to run")
+    identity = load_or_create(env.agent.data_dir)
+
+    def send(**fields: Any) -> Any:
+        body = {"task_id": task["id"], "attempt": task["attempt"], "upload_id": "u1", "path": "x.bin", "offset": 0,
+                "final": True, **fields}
+        return signed_post(env.fabric.url, "/v1/agent/artifact", body, key=identity)
+
+    try:
+        data = b"by hand"
+        good = send(data=base64.b64encode(data).decode(), size=len(data), sha256=hashlib.sha256(data).hexdigest())
+        assert good.status_code == 200, good.text
+        assert good.json()["artifact"]["sha256"] == hashlib.sha256(data).hexdigest()
+        damaged = send(upload_id="u2", path="y.bin", data=base64.b64encode(data).decode(), size=len(data),
+                       sha256="0" * 64)
+        assert damaged.status_code == 400 and "damaged" in damaged.json()["error"]["message"]
+        for path in ("/etc/passwd", "a/../../b", "a\\b"):
+            bad = send(upload_id="u3", path=path, data="")
+            assert bad.status_code == 400, (path, bad.text)
+        over = send(upload_id="u4", path="over.bin", offset=MAX_FILE_BYTES, data=base64.b64encode(b"x").decode(),
+                    final=False)
+        assert over.status_code == 400 and "over the limit" in over.json()["error"]["message"]
+        listing = env.listing(job_id)
+        assert set(listing) == {"x.bin", "over.bin"}
+        assert listing["x.bin"]["size"] == len(data) and listing["over.bin"]["sha256"] is None
+        assert env.download(task["id"], "x.bin").content == data
+    finally:
+        env.jobs.post(f"/v1/jobs/{job_id}/cancel", {"reason": "test over"})

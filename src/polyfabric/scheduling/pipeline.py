@@ -58,9 +58,10 @@ __all__ = ["default_candidates", "schedule"]
 _PASS = Status.PASS
 _NOT_NOW = Status.NOT_NOW
 _EMPTY: Mapping[str, int] = MappingProxyType({})
-EXPLAIN_MEMO = True
-"""Explanations reuse a class's CLASS/CYCLE answers per node version (False: ask again; for the
-test that plans are the same either way)."""
+EXPLAIN_SHORTCUTS = True
+"""Explanations reuse a class's CLASS/CYCLE answers per node version, and a task-level one works
+out its preemption candidates only when preemption searches them (False: ask everything at once,
+as before; for the test that plans are the same either way)."""
 _UNCHOSEN = "passed every filter but was not chosen"
 
 Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
@@ -153,6 +154,24 @@ class _Class:
         self.explained: dict[str, tuple[int, Verdict | None]] = {}
 
 
+class _Explained:
+    """A task-level explanation shared by the tasks the TASK filters see alike. `busy` are the
+    nodes whose first refusal was NOT_NOW; which of them a TASK filter refuses for good (NEVER) is
+    asked only when preemption searches them (`later`) or, stopping at the first, for `not_now`:
+    the same answers as asking at once, because a TASK filter's NEVER depends only on what the
+    tasks sharing the explanation have in common and holds for the whole pass (excluded nodes,
+    policies)."""
+
+    __slots__ = ("busy", "later", "not_now", "summary", "task")
+
+    def __init__(self, summary: Mapping[str, int], busy: list[NodeView], not_now: bool, task: TaskRequest) -> None:
+        self.summary, self.busy, self.not_now, self.task = summary, busy, not_now, task
+        self.later: list[NodeView] | None = None  # preemption candidates, in victim order, once asked
+
+
+_NO_LATER: list[NodeView] = []
+
+
 class _Pass:
     """One run of `schedule()`: the plugins sorted by scope, the nodes in walk order, the cycle's
     tallies and every class's cache. Used once, then dropped."""
@@ -188,7 +207,7 @@ class _Pass:
         self._sort_plugins(profile)
         self._sort_nodes(ordered)
         self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
-        self.task_explained: dict[Hashable, tuple[Mapping[str, int], list[NodeView], bool]] = {}
+        self.task_explained: dict[Hashable, _Explained] = {}
         self.lowest: dict[str, int] | None = None
         self.lowest_anywhere = 0
         self.n_class_checks = 0
@@ -348,8 +367,10 @@ class _Pass:
                 memo = self.task_explained.get(memo_key)
                 if memo is None:
                     summary, later, not_now = self._explain(cs, task)
-                    memo = self.task_explained[memo_key] = (summary, self._victim_order(later), not_now)
-                summary, later, not_now = memo
+                    memo = self.task_explained[memo_key] = _Explained(summary, later, not_now, task)
+                summary, not_now = memo.summary, memo.not_now
+                later = self._later(memo) if not EXPLAIN_SHORTCUTS or self._may_preempt(task, not_now) \
+                    else _NO_LATER
             if self._preempt(task, cs, summary, later, preemptions, unplaced):
                 continue
             if not self.shuffled:
@@ -648,7 +669,7 @@ class _Pass:
         summary: dict[str, int] = {}
         later: list[NodeView] = []
         self.n_explained += len(self.shuffled)
-        memo = cs.explained if EXPLAIN_MEMO else {}
+        memo = cs.explained if EXPLAIN_SHORTCUTS else {}
         versions = self.versions
         for node in self.shuffled:
             verdict = self.refused.get(node.id)
@@ -672,13 +693,32 @@ class _Pass:
             key = _UNCHOSEN if verdict is None else verdict.key
             summary[key] = summary.get(key, 0) + 1
             if verdict is not None and verdict.status is _NOT_NOW:
-                # A node this task can never use (a TASK filter says NEVER: excluded, a policy) is
-                # no place to preempt for it, however busy it is.
-                if task is not None and self.task_filters and any(
-                        check(task, node, cycle).status is Status.NEVER for check in self.task_filters):
-                    continue
                 later.append(node)
-        return MappingProxyType(summary), later, bool(later)
+        if task is None or not self.task_filters:
+            return MappingProxyType(summary), later, bool(later)
+        # With `task`, `later` is every busy node (see `_Explained`): the task may fit later if
+        # one of them is a place it may ever use (no TASK filter says NEVER); the first will do.
+        never = self._never
+        return MappingProxyType(summary), later, any(not never(task, node) for node in later)
+
+    def _never(self, task: TaskRequest, node: NodeView) -> bool:
+        """A node this task can never use (a TASK filter says NEVER: excluded, a policy) is no
+        place to preempt for it, however busy it is."""
+        cycle = self.cycle
+        return any(check(task, node, cycle).status is Status.NEVER for check in self.task_filters)
+
+    def _may_preempt(self, task: TaskRequest, not_now: bool) -> bool:
+        """Could `_preempt` search for this task at all (its checks before looking at nodes)?"""
+        return bool(self.profile.preemption and not_now and self._lowest() and task.priority > self.lowest_anywhere)
+
+    def _later(self, explained: _Explained) -> list[NodeView]:
+        """A task-level explanation's preemption candidates, in victim order (worked out once)."""
+        if explained.later is None:
+            busy = explained.busy
+            if self.task_filters:
+                busy = [node for node in busy if not self._never(explained.task, node)]
+            explained.later = self._victim_order(busy)
+        return explained.later
 
     def _preempt(
         self,

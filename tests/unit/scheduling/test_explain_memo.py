@@ -1,5 +1,6 @@
-"""Explaining unplaced tasks reuses a class's CLASS/CYCLE answers per node version
-(`pipeline.EXPLAIN_MEMO`): plans must be exactly those made without it, explanations included."""
+"""Explaining unplaced tasks reuses a class's CLASS/CYCLE answers per node version and works out
+preemption candidates only when preemption looks at them (`pipeline.EXPLAIN_SHORTCUTS`): plans
+must be exactly those made without these shortcuts, explanations and preemptions included."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def scenario(seed: int):
 
 
 def plan_of(monkeypatch: pytest.MonkeyPatch, memo: bool, seed: int):
-    monkeypatch.setattr(pipeline, "EXPLAIN_MEMO", memo)
+    monkeypatch.setattr(pipeline, "EXPLAIN_SHORTCUTS", memo)
     cluster, tasks, profile = scenario(seed)
     plan = schedule(cluster, tasks, profile, random.Random(seed), now=1_790_000_000.0)
     unplaced = [(u.task_id, dict(u.reason_summary), u.blocked_by, u.status, u.waiting_for) for u in plan.unplaced]
@@ -63,7 +64,7 @@ def plan_of(monkeypatch: pytest.MonkeyPatch, memo: bool, seed: int):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_plans_are_the_same_with_and_without_the_explanation_memo(monkeypatch, seed):
+def test_plans_are_the_same_with_and_without_the_explanation_shortcuts(monkeypatch, seed):
     fast, with_memo = plan_of(monkeypatch, True, seed)
     _slow, without = plan_of(monkeypatch, False, seed)
     assert with_memo == without

@@ -42,7 +42,9 @@ def test_success_reports_the_result_file_in_a_private_workspace(runner_factory, 
     assert env["POLYFABRIC_RESULT"] == workspace + "/result.json" and env["TMPDIR"] == workspace + "/tmp"
     assert env["EXTRA"] == "1"
     assert set(env) - {"PATH", "HOME", "LANG", "TMPDIR", "EXTRA", "LC_CTYPE"} == {
-        "POLYFABRIC_TASK_ID", "POLYFABRIC_JOB_ID", "POLYFABRIC_ATTEMPT", "POLYFABRIC_WORKSPACE", "POLYFABRIC_RESULT"}
+        "POLYFABRIC_TASK_ID", "POLYFABRIC_JOB_ID", "POLYFABRIC_ATTEMPT", "POLYFABRIC_WORKSPACE", "POLYFABRIC_RESULT",
+        "POLYFABRIC_ARTIFACTS"}
+    assert env["POLYFABRIC_ARTIFACTS"] == workspace + "/artifacts"  # files left there are collected as artifacts
     assert view.text(lease["task_id"], "stdout") == "hello\n"
 
 
