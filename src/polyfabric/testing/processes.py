@@ -31,13 +31,16 @@ class _Process:
         self.args = args
         self.log_path = log_path
         self.env = env
+        self.netns: str | None = None  # run inside this network namespace (tests/e2e/test_topology_netns.py)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "polyfabric", *self.args], stdout=log,
+        # `ip netns exec NS` execs the program inside that network namespace: same pid, same signals.
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-m", "polyfabric", *self.args], stdout=log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
 
