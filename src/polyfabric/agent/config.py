@@ -65,6 +65,12 @@ class ConfigApplier:
         self._thread.start()
         return self
 
+    def join(self, timeout: float) -> None:
+        """Wait for the loop to end (it ends with the agent's stop_event), then close its client."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.client.close()
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _loop(self) -> None:

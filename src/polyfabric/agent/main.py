@@ -291,6 +291,9 @@ class Agent:
         if runner.checkpoints is not None:
             runner.checkpoints.close()
             self._checkpoint_client.close()
+        config = getattr(self, "config", None)
+        if config is not None:  # the configuration loop stops with stop_event; then its connection goes
+            config.join(1.0)
         sync.poller.join(0.2)
         lease_client, report_client = self._task_clients
         report_client.close()
