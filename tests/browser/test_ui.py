@@ -190,7 +190,10 @@ def test_audit_page_filters_and_verifies_the_chain(open_page, admin_token, node_
     page.page.get_by_role("heading", name="Audit").wait_for()
     page.page.get_by_label("Action").fill("node.transition")
     page.page.get_by_role("button", name="Filter").click()
-    page.page.locator("table caption").wait_for()
+    # The unfiltered table is already there: wait for the filtered one to replace it (no reload).
+    page.page.wait_for_function("() => { const cells = [...document.querySelectorAll('tbody tr td:nth-child(3)')];"
+                                " return cells.length > 0 && cells.every(td => td.textContent.trim() === "
+                                "'node.transition'); }")
     actions = page.page.locator("tbody tr td:nth-child(3)").all_inner_texts()
     assert actions and set(actions) == {"node.transition"}
     page.page.get_by_role("button", name="Verify the chain").click()
