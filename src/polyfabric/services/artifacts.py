@@ -43,6 +43,7 @@ from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.artifacts import MAX_ATTEMPT_BYTES, MAX_FILE_BYTES, MAX_FILES, PART_BYTES, check_path
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
 
@@ -59,7 +60,7 @@ class ArtifactService:
         self._runtime = runtime
         self.directory = Path(directory) if directory is not None else None
         self._lock = threading.Lock()
-        self._refused: set[tuple[str, int]] = set()  # (task, attempt) fencing refusals already audited
+        self._fence = AttemptFence(ctx, runtime, "artifact")
 
     def _root(self) -> Path:
         if self.directory is None:
@@ -77,7 +78,7 @@ class ArtifactService:
             path = check_path(part["path"])
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
-        self._fence(node_id, task_id, attempt)
+        self._fence.check(node_id, task_id, attempt)
         if part.get("refused"):
             return self._record_refusal(node_id, task_id, attempt, path, int(part.get("size") or 0),
                                         str(part["refused"])[:1000])
@@ -153,7 +154,7 @@ class ArtifactService:
                 uow.commit()
         if stale:
             partial.unlink(missing_ok=True)
-            self._refuse(node_id, task_id, attempt, "the task's current attempt changed while it was stored")
+            self._fence.refuse(node_id, task_id, attempt, "the task's current attempt changed while it was stored")
         if over is not None:
             partial.unlink(missing_ok=True)
             self._record_refusal(node_id, task_id, attempt, path, size, over)
@@ -179,23 +180,6 @@ class ArtifactService:
             uow.commit()
         return {"refused": {"path": path, "size": size, "problem": why}}
 
-    def _fence(self, node_id: str, task_id: str, attempt: int) -> None:
-        if not self._runtime.is_current(task_id, attempt, node_id):
-            self._refuse(node_id, task_id, attempt, "it is not the task's current attempt on this node")
-
-    def _refuse(self, node_id: str, task_id: str, attempt: int, why: str) -> None:
-        message = (f"artifact refused: attempt {attempt} of task {task_id} is not current on node {node_id}"
-                   f" ({why}; fenced: the task was reassigned, cancelled or finished)")
-        if (task_id, attempt) not in self._refused:
-            self._refused.add((task_id, attempt))
-            if len(self._refused) > 100_000:
-                self._refused.clear()
-            with self._ctx.store.unit_of_work() as uow:
-                uow.audit.append([AuditEntry(actor=f"node:{node_id}", action="task.artifact_refused",
-                                             subject=f"task:{task_id}", cause=message,
-                                             details={"attempt": attempt})], self._ctx.clock.now())
-                uow.commit()
-        raise Conflict(message)
 
     # -- reading (people and tools) -------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
 
@@ -57,7 +58,7 @@ class CheckpointService:
         self.directory = Path(directory) if directory is not None else None
         self.max_bytes = max_bytes
         self._lock = threading.Lock()  # one final step at a time per coordinator (seq numbers)
-        self._refused: set[tuple[str, int]] = set()  # (task, attempt) refusals already audited
+        self._fence = AttemptFence(ctx, runtime, "checkpoint")
 
     def _root(self) -> Path:
         if self.directory is None:
@@ -74,7 +75,7 @@ class CheckpointService:
             raise ValidationError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
         if not _SAFE.match(task_id) or not _SAFE.match(upload):
             raise ValidationError("task_id and upload_id may hold only letters, digits, '-' and '_'")
-        self._fence(node_id, task_id, attempt)
+        self._fence.check(node_id, task_id, attempt)
         try:
             data = base64.b64decode(part.get("data") or "", validate=True)
         except (binascii.Error, ValueError):
@@ -135,7 +136,7 @@ class CheckpointService:
                     uow.commit()
             if stale:
                 path.unlink(missing_ok=True)
-                self._refuse(node_id, task_id, attempt, "the task's current attempt changed while it was stored")
+                self._fence.refuse(node_id, task_id, attempt, "the task's current attempt changed while it was stored")
         for row in old:
             with contextlib.suppress(OSError):
                 (self._root() / row["path"]).unlink()
@@ -143,30 +144,13 @@ class CheckpointService:
         moved = self._runtime.note_checkpoint(task_id, attempt, node_id, out)
         return {"checkpoint": out, "stop": moved}
 
-    def _fence(self, node_id: str, task_id: str, attempt: int) -> None:
-        if not self._runtime.is_current(task_id, attempt, node_id):
-            self._refuse(node_id, task_id, attempt, "it is not the task's current attempt on this node")
-
-    def _refuse(self, node_id: str, task_id: str, attempt: int, why: str) -> None:
-        message = (f"checkpoint refused: attempt {attempt} of task {task_id} is not current on node {node_id}"
-                   f" ({why}; fenced: the task was reassigned, cancelled or finished)")
-        if (task_id, attempt) not in self._refused:
-            self._refused.add((task_id, attempt))
-            if len(self._refused) > 100_000:
-                self._refused.clear()
-            with self._ctx.store.unit_of_work() as uow:
-                uow.audit.append([AuditEntry(actor=f"node:{node_id}", action="task.checkpoint_refused",
-                                             subject=f"task:{task_id}", cause=message,
-                                             details={"attempt": attempt})], self._ctx.clock.now())
-                uow.commit()
-        raise Conflict(message)
 
     # -- fetch --------------------------------------------------------------------------------
 
     def fetch(self, node_id: str, request: dict[str, Any]) -> dict[str, Any]:
         """A part of the task's latest checkpoint (or of checkpoint `seq`), for its current attempt."""
         task_id, attempt = str(request["task_id"]), int(request["attempt"])
-        self._fence(node_id, task_id, attempt)
+        self._fence.check(node_id, task_id, attempt)
         seq = request.get("seq")
         with self._ctx.store.unit_of_work(readonly=True) as uow:
             repo = uow.checkpoints  # type: ignore[attr-defined]
