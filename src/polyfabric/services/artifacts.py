@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import logging
 import os
@@ -43,6 +42,7 @@ from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.artifacts import MAX_ATTEMPT_BYTES, MAX_FILE_BYTES, MAX_FILES, PART_BYTES, check_path
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.durable_files import fsync_dir, sha256_file
 from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
@@ -114,7 +114,7 @@ class ArtifactService:
         if part.get("size") is not None and int(part["size"]) != size:
             partial.unlink(missing_ok=True)
             raise ValidationError(f"artifact {path} has {size} bytes here, the agent sent {part['size']}")
-        digest = _sha256(partial) if partial.exists() else hashlib.sha256(b"").hexdigest()
+        digest = sha256_file(partial) if partial.exists() else hashlib.sha256(b"").hexdigest()
         if part.get("sha256") and part["sha256"] != digest:
             partial.unlink(missing_ok=True)
             raise ValidationError(f"the sha256 of artifact {path} does not match what the agent sent: it was damaged")
@@ -142,7 +142,7 @@ class ArtifactService:
                 except OSError as exc:
                     partial.unlink(missing_ok=True)
                     raise ValidationError(f"artifact {path} cannot be stored: {exc.strerror or exc}") from None
-                _fsync_dir(target.parent)
+                fsync_dir(target.parent)
                 meta = {"id": self._ctx.ids.new_id("a"), "task_id": task_id, "job_id": task["job_id"],
                         "attempt": attempt, "path": path, "size": size, "sha256": digest, "node_id": node_id,
                         "problem": None, "created_at": now}
@@ -246,20 +246,3 @@ def gc_collector(directory: Callable[[], Path | None]) -> Callable[[Any, str, li
         return remove
 
     return collect
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -35,6 +34,7 @@ from typing import Any
 
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.durable_files import fsync_dir, sha256_file
 from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
@@ -104,7 +104,7 @@ class CheckpointService:
         if part.get("size") is not None and int(part["size"]) != size:
             path.unlink(missing_ok=True)
             raise ValidationError(f"the checkpoint has {size} bytes here, the agent sent {part['size']}")
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if part.get("sha256") and part["sha256"] != digest:
             path.unlink(missing_ok=True)
             raise ValidationError("the checkpoint's sha256 does not match what the agent sent: it was damaged")
@@ -122,7 +122,7 @@ class CheckpointService:
                     with open(path, "rb") as handle:
                         os.fsync(handle.fileno())
                     os.replace(path, target)
-                    _fsync_dir(target.parent)
+                    fsync_dir(target.parent)
                     meta = {"id": self._ctx.ids.new_id("c"), "task_id": task_id, "attempt": attempt, "seq": seq,
                             "node_id": node_id, "format": fmt, "size": size, "sha256": digest, "path": relative,
                             "created_at": now}
@@ -168,20 +168,3 @@ class CheckpointService:
                            f"coordinator's checkpoint directory (several coordinators must share it)") from None
         return {"seq": meta["seq"], "size": meta["size"], "sha256": meta["sha256"], "format": meta["format"],
                 "offset": offset, "data": base64.b64encode(data).decode(), "eof": offset + len(data) >= meta["size"]}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
