@@ -26,8 +26,6 @@ the workflow keeps (`keep:`) keeps its row and so its artifacts.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import os
@@ -42,7 +40,7 @@ from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.artifacts import MAX_ATTEMPT_BYTES, MAX_FILE_BYTES, MAX_FILES, PART_BYTES, check_path
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
-from polyfabric.services.durable_files import fsync_dir, sha256_file
+from polyfabric.services.durable_files import decode_part, fsync_dir, sha256_file, write_part
 from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
@@ -83,12 +81,7 @@ class ArtifactService:
             return self._record_refusal(node_id, task_id, attempt, path, int(part.get("size") or 0),
                                         str(part["refused"])[:1000])
         offset = int(part.get("offset") or 0)
-        try:
-            data = base64.b64decode(part.get("data") or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError("data is not base64") from None
-        if len(data) > PART_BYTES:
-            raise ValidationError(f"a part holds at most {PART_BYTES} bytes, this one {len(data)}")
+        data = decode_part(part.get("data"), PART_BYTES)
         spool = self._root() / ".uploads"
         spool.mkdir(parents=True, exist_ok=True)
         partial = spool / f"{task_id}-{attempt}-{upload}.part"
@@ -97,15 +90,9 @@ class ArtifactService:
             why = f"over the limit of {MAX_FILE_BYTES} bytes per artifact"
             self._record_refusal(node_id, task_id, attempt, path, offset + len(data), why)
             raise ValidationError(f"artifact {path} refused: {why}")
-        size = partial.stat().st_size if partial.exists() else 0
-        if offset > size:
-            raise Conflict(f"part at offset {offset} arrived before the bytes before it (have {size})")
-        if offset + len(data) > size:  # else a repeat of a part already written (at-least-once)
-            with open(partial, "r+b" if size else "wb") as handle:
-                handle.seek(offset)
-                handle.write(data)
+        received = write_part(partial, offset, data)
         if not part.get("final"):
-            return {"received": max(size, offset + len(data))}
+            return {"received": received}
         return self._finish(node_id, task_id, attempt, path, partial, part)
 
     def _finish(self, node_id: str, task_id: str, attempt: int, path: str, partial: Path,

@@ -23,7 +23,6 @@ coordinators must share the directory (it is read by whichever leads).
 from __future__ import annotations
 
 import base64
-import binascii
 import contextlib
 import logging
 import os
@@ -34,7 +33,7 @@ from typing import Any
 
 from polyfabric.domain.errors import Conflict, NotFound, ValidationError
 from polyfabric.services.context import ServiceContext
-from polyfabric.services.durable_files import fsync_dir, sha256_file
+from polyfabric.services.durable_files import decode_part, fsync_dir, sha256_file, write_part
 from polyfabric.services.fencing import AttemptFence
 from polyfabric.services.ports import AuditEntry
 from polyfabric.services.runtime import JobRuntime
@@ -76,26 +75,15 @@ class CheckpointService:
         if not _SAFE.match(task_id) or not _SAFE.match(upload):
             raise ValidationError("task_id and upload_id may hold only letters, digits, '-' and '_'")
         self._fence.check(node_id, task_id, attempt)
-        try:
-            data = base64.b64decode(part.get("data") or "", validate=True)
-        except (binascii.Error, ValueError):
-            raise ValidationError("data is not base64") from None
-        if len(data) > PART_BYTES:
-            raise ValidationError(f"a part holds at most {PART_BYTES} bytes, this one {len(data)}")
+        data = decode_part(part.get("data"), PART_BYTES)
         if offset + len(data) > self.max_bytes:
             raise ValidationError(f"the checkpoint is over the coordinator's limit of {self.max_bytes} bytes")
         spool = self._root() / ".uploads"
         spool.mkdir(parents=True, exist_ok=True)
         path = spool / f"{task_id}-{attempt}-{upload}.part"
-        size = path.stat().st_size if path.exists() else 0
-        if offset > size:
-            raise Conflict(f"part at offset {offset} arrived before the bytes before it (have {size})")
-        if offset + len(data) > size:  # else a repeat of a part already written (at-least-once)
-            with open(path, "r+b" if size else "wb") as handle:
-                handle.seek(offset)
-                handle.write(data)
+        received = write_part(path, offset, data)
         if not part.get("final"):
-            return {"received": max(size, offset + len(data))}
+            return {"received": received}
         return self._finish(node_id, task_id, attempt, fmt, path, part)
 
     def _finish(self, node_id: str, task_id: str, attempt: int, fmt: str, path: Path,
