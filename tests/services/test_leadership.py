@@ -9,6 +9,7 @@ in flight) needs PostgreSQL's FOR SHARE / FOR UPDATE and runs there only.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -246,6 +247,7 @@ def test_a_takeover_waits_for_the_fenced_transaction_in_flight_and_fences_the_ne
         pytest.skip("row locks (FOR SHARE / FOR UPDATE) are PostgreSQL's")
     slow, fast = FakeClock(), FakeClock()
     a, b = coordinator(store, "a", slow), coordinator(store, "b", fast)
+    b.lock_wait = 30.0  # here: wait for the row as long as it takes (see the next test for the bound)
     a.tick()
     fast.advance(TTL + 1)
     done = threading.Event()
@@ -260,6 +262,41 @@ def test_a_takeover_waits_for_the_fenced_transaction_in_flight_and_fences_the_ne
     thread.join()
     with store.unit_of_work() as uow, pytest.raises(NotLeader):
         a.fence(uow)
+
+
+def test_a_leader_paused_inside_a_fenced_transaction_is_evicted_and_the_lease_taken_over(db_url, backend):
+    """A coordinator SIGSTOPped while psycopg pipelines an executemany holds its transaction's
+    locks and PostgreSQL's idle-in-transaction timer never starts (the session is not idle, it
+    waits for the rest of the pipeline). Here a's fenced transaction disarms that timer to stand
+    for it: b must not wait for it forever, but end a's sessions once a's lease has expired."""
+    if backend != "postgresql":
+        pytest.skip("row locks and sessions are PostgreSQL's")
+    stores = {name: SqlStore(db_url, owner=f"c-{name}") for name in "ab"}
+    migrate.upgrade(stores["a"].engine)
+    try:
+        slow, fast = FakeClock(), FakeClock()
+        a, b = coordinator(stores["a"], "a", slow), coordinator(stores["b"], "b", fast)
+        assert a.tick() == "promoting" and a.epoch == 1
+        conn = stores["a"].engine.connect()  # a's group commit, fenced as `Leadership.fence` does
+        try:
+            conn.begin()
+            assert conn.exec_driver_sql("SELECT epoch FROM leadership WHERE id = 1 FOR SHARE").scalar() == 1
+            conn.exec_driver_sql("SELECT set_config('idle_in_transaction_session_timeout', '0', true)")
+            assert b.tick() == "follower", "a live lease is never taken, nor its holder evicted"
+            fast.advance(TTL + 1)
+            started = time.monotonic()
+            assert b.tick() == "follower"  # held up past lock_wait: a's sessions are ended
+            assert time.monotonic() - started < b.lock_wait + 3
+            assert b.tick() == "promoting" and b.epoch == 2
+            with pytest.raises(sa.exc.OperationalError):  # a's transaction is gone with its session
+                conn.exec_driver_sql("UPDATE jobs SET status = 'failed'")
+        finally:
+            conn.close()
+        with stores["a"].unit_of_work() as fresh, pytest.raises(NotLeader):
+            a.fence(fresh)  # a reconnects by itself and finds itself fenced
+    finally:
+        for store in stores.values():
+            store.close()
 
 
 # -- the role keeper ----------------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def build(settings: CoordinatorSettings) -> Coordinator:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(settings.data_dir, 0o700)
     locks = [exclusive_lock(settings.data_dir / "coordinator.lock", f"the data dir {settings.data_dir}")]
-    store = SqlStore(settings.db_url)
+    signer = CoordinatorSigner(settings.key_path)
+    store = SqlStore(settings.db_url, owner=signer.key_id)
     solo = is_sqlite(store.engine)
     if solo:
         try:
@@ -113,7 +114,7 @@ def build(settings: CoordinatorSettings) -> Coordinator:
             store.close()
             raise
     migrate.upgrade(store.engine)
-    clock, signer = SystemClock(), CoordinatorSigner(settings.key_path)
+    clock = SystemClock()
     leadership = Leadership.single(settings.advertise) if solo else Leadership(
         store, clock, holder=signer.key_id, url=settings.advertise, ttl=settings.lease_ttl_s)
     ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=signer, detector=settings.detector,

@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import warnings
 from typing import Any
 
-import asyncssh
+from cryptography.utils import CryptographyDeprecationWarning
+
+with warnings.catch_warnings():
+    # asyncssh names DSA key classes at import; cryptography 51 deprecates DSA with a warning on
+    # every such access. We never use DSA keys; the warning would only reach every user's stderr.
+    warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    import asyncssh
 
 from polyfabric.domain.errors import ValidationError
 from polyfabric.services.pools import AgentLaunch

@@ -15,6 +15,10 @@ leader), `expires_at`, and the leader's advertised URL.
   renewal, by its own clock: past that (the database is unreachable, the process was paused) it
   stops serving leader-only requests and its controllers stop, before any other coordinator can
   take the lease over (clocks are assumed to agree within `margin`, 1 s).
+- An election pass waits at most `lock_wait` (1 s) for the row. A coordinator that finds it held
+  past that while the lease has expired ends the expired holder's database sessions (a process
+  paused inside a fenced transaction would otherwise hold the row, and the election, until it
+  runs again) and takes the lease over on its next pass.
 - `fence(uow)` is the first statement of every transaction that writes leader-only state (the
   job runtime's group commit, the failure detector's verdicts, operator node actions): it reads
   the epoch FOR SHARE and refuses (NotLeader) unless it is ours. A takeover's UPDATE of the row
@@ -47,7 +51,7 @@ class Leadership:
 
     def __init__(self, store: Store | None, clock: Clock | None, *, holder: str, url: str = "",
                  ttl: float = LEASE_TTL_S, renew_every: float | None = None, margin: float | None = None,
-                 solo: bool = False) -> None:
+                 lock_wait: float | None = None, solo: bool = False) -> None:
         if not solo and (store is None or clock is None):
             raise ValueError("an elected Leadership needs the store and a clock")
         self._store = store
@@ -61,6 +65,8 @@ class Leadership:
         # A transaction holding the lease row's lock may sit idle this long before the database
         # ends it (a paused coordinator must not hold the election up); well under the lease.
         self.idle_timeout = min(2.0, ttl * 0.4)
+        # How long an election pass waits for the lease row before it looks at who holds it up.
+        self.lock_wait = lock_wait if lock_wait is not None else self.renew_every
         self.solo = solo
         self._lock = threading.Lock()
         self._epoch: int | None = 0 if solo else None  # the epoch we hold, while we hold one
@@ -164,9 +170,13 @@ class Leadership:
             held, generation = self._epoch, self._generation
         try:
             with self._store.unit_of_work() as uow:
-                row = uow.leadership.lock(self.idle_timeout)
-                kind, epoch = self._decide(uow, row, start, held)
-                uow.commit()
+                locked = uow.leadership.lock(self.idle_timeout, self.lock_wait)
+                if locked is not None:
+                    row = locked
+                    kind, epoch = self._decide(uow, row, start, held)
+                    uow.commit()
+            if locked is None:  # the row is held by a transaction that does not end
+                row, kind, epoch = self._held_up(start), "follow", None
         except Exception as exc:
             self.failures += 1
             if self.failures == 1 or self.failures % 20 == 0:
@@ -197,6 +207,22 @@ class Leadership:
                     self._drop(f"{row.holder or 'nobody'} holds the lease")
                 self._leader_url, self._leader_until = (row.leader_url or None), row.expires_at
         return self.role()
+
+    def _held_up(self, now: float) -> LeaseRow:
+        """The lease row stayed locked past `lock_wait`. If its lease has expired, whoever holds
+        the lock is the expired leader, paused or stuck inside a fenced transaction: end its
+        database sessions (their transactions roll back, nothing of theirs lands), so that the
+        next pass takes the lease over. A live lease is left alone: its leader is just busy."""
+        assert self._store is not None
+        with self._store.unit_of_work() as uow:
+            row = uow.leadership.peek()
+            if row.holder and row.holder != self.holder and row.expires_at <= now:
+                ended = uow.leadership.evict(row.holder)
+                uow.commit()
+                log.warning("the lease of %s expired %.1fs ago but its transaction still holds the lease row "
+                            "(a paused or stuck process): ended its %d database session(s)", row.holder,
+                            now - row.expires_at, ended)
+        return row
 
     def _decide(self, uow: UnitOfWork, row: LeaseRow, now: float, held: int | None) -> tuple[str, int | None]:
         if held is not None and row.holder == self.holder and row.epoch == held:

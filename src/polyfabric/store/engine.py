@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from polyfabric.domain.errors import ValidationError
 
-__all__ = ["create_engine", "is_sqlite", "normalize_url"]
+__all__ = ["create_engine", "is_sqlite", "normalize_url", "session_name"]
 
 
 def normalize_url(url: str) -> str:
@@ -34,7 +34,14 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str, *, pool_size: int = 8) -> Engine:
+def session_name(owner: str) -> str:
+    """The PostgreSQL `application_name` of every session a coordinator opens: it names the
+    coordinator (its key id), so that a successor can end the sessions of one whose lease ran out
+    (services/leadership.py)."""
+    return f"polyfabric {owner}"[:63]
+
+
+def create_engine(url: str, *, pool_size: int = 8, owner: str | None = None) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = sa.create_engine(
@@ -45,7 +52,9 @@ def create_engine(url: str, *, pool_size: int = 8) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    connect_args = {"application_name": session_name(owner)} if owner else {}
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                            connect_args=connect_args)
 
 
 def _configure_sqlite(engine: Engine) -> None:

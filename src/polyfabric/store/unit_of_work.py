@@ -111,9 +111,10 @@ class SqlUnitOfWork:
 
 
 class SqlStore:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, owner: str | None = None) -> None:
+        """`owner`: the coordinator's key id, which names its PostgreSQL sessions (store.engine)."""
         self.url = url
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, owner=owner)
         # Re-entrant: a thread that nests write units of work keeps today's behaviour (SQLite decides).
         self._write_lock = threading.RLock() if is_sqlite(self.engine) else None
 
