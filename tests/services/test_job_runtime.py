@@ -503,6 +503,20 @@ def test_fencing_refuses_stale_foreign_and_unknown_reports(world: World) -> None
     assert _comparable(world.task(job, "t")) == before
     refusals = world.audit("task.report_refused")[refusals_before:]
     assert len(refusals) == len(cases)
+    # Log chunks are fenced alike: the stale attempt's are refused (one refusal per attempt, however
+    # many chunks) and audited, and none is stored; the current attempt's are kept.
+    chunk = {"task_id": task_id, "stream": "stdout", "data": "late\n"}
+    answer = world.runtime.report(holder.node_id, [], [{**chunk, "attempt": 1, "offset": 0},
+                                                       {**chunk, "attempt": 1, "offset": 5},
+                                                       {**chunk, "attempt": 2, "offset": 0}], [])
+    assert [(r["task_id"], r["attempt"]) for r in answer["refused"]] == [(task_id, 1)]
+    assert "not current" in answer["refused"][0]["reason"]
+    [log_refusal] = world.audit("task.report_refused")[refusals_before + len(cases):]
+    assert (log_refusal.actor, log_refusal.subject) == (f"node:{holder.node_id}", f"task:{task_id}")
+    assert log_refusal.details == {"type": "log", "attempt": 1, "chunks": 2}
+    kept = world.services.jobs.logs(ADMIN, task_id, attempt=None, after=0)["chunks"]
+    assert [(c["attempt"], c["data"]) for c in kept] == [(2, "late\n")]
+    refusals_before += 1
     assert [r.subject for r in refusals] == [f"task:{e['task_id']}" for _a, e in cases]
     assert [r.actor for r in refusals] == [f"node:{a.node_id}" for a, _e in cases]
     assert all(r.details["attempt"] == e["attempt"] and r.details["type"] == e["type"]

@@ -1067,12 +1067,23 @@ class JobRuntime:
                                         subject=f"task:{event.get('task_id')}", cause=problem,
                                         details={"type": event.get("type"), "attempt": event.get("attempt")}))
             log_rows = []
+            stale: dict[tuple[str, int], int] = {}  # (task, attempt) -> chunks refused
             for chunk in logs:
                 a = self._assignments.get(chunk["task_id"])
                 current = a is not None and a.node_id == node_id and a.attempt == chunk["attempt"]
                 if current or self._finished_here(chunk["task_id"], chunk["attempt"], node_id):
                     log_rows.append({"task_id": chunk["task_id"], "attempt": chunk["attempt"],
                                      "stream": chunk["stream"], "offset": chunk["offset"], "data": chunk["data"]})
+                else:
+                    key = (chunk["task_id"], chunk["attempt"])
+                    stale[key] = stale.get(key, 0) + 1
+            for (task_id, attempt), chunks in stale.items():  # fenced like results: one refusal per attempt
+                problem = (f"log of attempt {attempt} of task {task_id} is not current on node {node_id}"
+                           " (fenced: the task was reassigned, cancelled or finished)")
+                refused.append({"task_id": task_id, "attempt": attempt, "reason": problem})
+                audit.append(AuditEntry(actor=f"node:{node_id}", action="task.report_refused",
+                                        subject=f"task:{task_id}", cause=problem,
+                                        details={"type": "log", "attempt": attempt, "chunks": chunks}))
             jobs = list(touched.values())
             ticket = 0
             if ended:
