@@ -376,12 +376,9 @@ class JobRuntime:
                 job.job_fields["status"] = job.status
             elif action == "priority":
                 job.job_fields["priority"] = priority
+            # set-priority: the engine's PriorityChanged names the instances whose priority follows
+            # the job's (not those that declare their own); _apply re-queues and re-ranks them.
             self._apply(job, commands, now)
-            if action == "priority":
-                for queued in self._queue.values():
-                    if queued.job_id == job_id:
-                        queued.priority = job.run.priority
-                        heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
             ticket = self._stage(now, jobs=[job], audit=[AuditEntry(
                 actor=principal.actor, action=f"job.{action}", subject=f"job:{job_id}", domain=row["domain"],
                 cause=reason or f"operator {action}",
@@ -424,6 +421,9 @@ class JobRuntime:
                         if queued is not None:
                             queued.priority = command.priority
                             heapq.heappush(self._heap, (-queued.priority, queued.queue_seq, queued.task_id))
+                        assignment = self._assignments.get(row["id"])
+                        if assignment is not None:  # what preemption compares, as a restart reads it
+                            assignment.priority = command.priority
             elif isinstance(command, WorkflowFinished):
                 job.status = command.status.value
                 job.job_fields.update(status=command.status.value, finished_at=now, result=command.result)
