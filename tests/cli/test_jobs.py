@@ -123,6 +123,31 @@ def test_job_result_and_logs_with_task_prefixes(cli, workflow):
     assert missing.exit_code == 1 and "has no task 'nope'" in missing.stderr
 
 
+def test_job_logs_json_gives_each_tasks_streams_apart(cli, workflow):
+    job_id = _run(cli, workflow(ECHO), "--wait")
+    ids = {t["key"]: t["id"] for t in json.loads(cli("job", "show", job_id, "--json", "--all").stdout)["tasks"]}
+    result = cli("job", "logs", job_id, "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # stderr chunks are in the JSON, not on the terminal
+    entries = json.loads(result.stdout)
+    # one entry per task that ran (not the foreach task's own record), in the listing's order
+    assert [e["key"] for e in entries] == ["each[0]", "each[1]", "each[2]", "hello"]
+    by_key = {e["key"]: e for e in entries}
+    assert by_key["hello"] == {"key": "hello", "task_id": ids["hello"], "attempt": 1, "status": "succeeded",
+                               "stdout": "hello out\n", "stderr": "hello err\n"}
+    for item, index in (("a", 0), ("b", 1), ("c", 2)):
+        entry = by_key[f"each[{index}]"]
+        assert (entry["task_id"], entry["stdout"], entry["stderr"]) == (
+            ids[f"each[{index}]"], f"line one of {item}\nline two", "")
+
+    one = json.loads(cli("job", "logs", job_id, "--task", "each[1]", "--json").stdout)
+    assert [(e["key"], e["stdout"]) for e in one] == [("each[1]", "line one of b\nline two")]
+    items = json.loads(cli("job", "logs", job_id, "--task", "each", "--json").stdout)
+    assert [e["key"] for e in items] == ["each[0]", "each[1]", "each[2]"]
+    missing = cli("job", "logs", job_id, "--task", "nope", "--json")
+    assert missing.exit_code == 1 and missing.stdout == "" and "has no task 'nope'" in missing.stderr
+
+
 def test_job_wait_exit_codes(cli, workflow):
     ok = _run(cli, workflow(ECHO))
     result = cli("job", "wait", ok)

@@ -294,12 +294,15 @@ def _matches(task: dict[str, Any], wanted: str | None) -> bool:
 @click.argument("job_id")
 @click.option("--task", "task_key", default=None, metavar="KEY",
               help="Only this task: a key (work[3]) or a foreach task's name (all its items).")
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON list, one object per task that ran: key, task_id, attempt, status, stdout, stderr.")
 @client_options
 @handle_errors
-def job_logs(job_id: str, task_key: str | None, url: str | None, token: str | None) -> None:
+def job_logs(job_id: str, task_key: str | None, as_json: bool, url: str | None, token: str | None) -> None:
     """Print the logs of a job's tasks (their current attempts), each line prefixed with the task key."""
     printer = LogPrinter()
     found = False
+    entries: list[dict[str, Any]] = []
     with open_jobs(url, token) as client:
         for t in client.tasks(job_id):
             if not _matches(t, task_key):
@@ -307,12 +310,22 @@ def job_logs(job_id: str, task_key: str | None, url: str | None, token: str | No
             found = True
             if not t.get("attempt") or t.get("is_group"):
                 continue  # never ran, or a foreach task's own record
-            for chunk in client.follow_logs(t["id"], attempt=t.get("attempt")):
+            chunks = client.follow_logs(t["id"], attempt=t.get("attempt"))
+            if as_json:
+                streams: dict[str, list[str]] = {"stdout": [], "stderr": []}
+                for chunk in chunks:
+                    streams.setdefault(str(chunk.get("stream", "stdout")), []).append(str(chunk.get("data") or ""))
+                entries.append({"key": t["key"], "task_id": t["id"], "attempt": t["attempt"], "status": t.get("status"),
+                                **{stream: "".join(parts) for stream, parts in streams.items()}})
+                continue
+            for chunk in chunks:
                 printer.write(chunk, prefix=t["key"])
             printer.flush()
     if task_key is not None and not found:
         click.echo(f"Error: job {job_id} has no task {task_key!r}", err=True)
         sys.exit(EXIT_FAILED)
+    if as_json:
+        emit(entries, True, str)
 
 
 @job.command("wait")
