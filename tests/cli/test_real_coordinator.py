@@ -8,7 +8,12 @@ agent imports from its --pythonpath.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +23,7 @@ from click.testing import CliRunner, Result
 from polyfabric.cli.main import cli as polyfabric
 from polyfabric.client.jobs import JobsClient
 from polyfabric.sdk import ITEM, Client, Workflow
-from polyfabric.testing import AgentProcess, CoordinatorProcess, wait_until
+from polyfabric.testing import AgentProcess, CoordinatorProcess, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -189,3 +194,51 @@ def test_job_wait_is_woken_by_the_end_not_by_polling(real: Real, write):
         final = client.wait(job_id, timeout=60)
     assert final["status"] == "succeeded"
     assert len(calls) <= 8, calls  # each answer carries a change (or the end), never an empty spin
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _start_up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """`polyfabric up ARGS` in tmp_path (its data dir under it, SQLite), output to a file."""
+    data = tmp_path / "fabric"
+    output = tmp_path / "up.out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POLYFABRIC_")} | {"PYTHONUNBUFFERED": "1"}
+    with output.open("w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "polyfabric", "up", *args, "--port", str(free_port()),
+                               "--data-dir", str(data)], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return up, data, output
+
+
+def _stop_leftovers(up: subprocess.Popen[bytes], pids: list[int]) -> None:
+    if up.poll() is None:
+        up.kill()
+        up.wait()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def test_polyfabric_up_stopped_by_sigterm_while_the_workflow_runs_stops_everything_it_started(tmp_path: Path):
+    """The coordinator and the agents run in sessions of their own: a SIGTERM to `up` before it
+    sits waiting (here: while it follows its --run workflow) must still stop them, not orphan them."""
+    workflow = tmp_path / "stuck.yaml"
+    workflow.write_text("name: stuck\ntasks:\n  never:\n    command: [sh, -c, 'exit 0']\n"
+                        "    resources: {cpu: 512}\n")  # fits no node: the job waits for ever
+    up, data, output = _start_up(tmp_path, "--agents", "1", "--run", str(workflow))
+    pids: list[int] = []
+    try:
+        wait_until(lambda: "running workflow stuck as job" in output.read_text(), timeout=60,
+                   message=f"polyfabric up to submit the workflow\n{output.read_text()}")
+        pids = [int(p) for p in (data / "pids").read_text().split()]
+        assert len(pids) == 2 and all(_pid_alive(pid) for pid in pids)
+        up.terminate()
+        assert up.wait(timeout=30) == 1, output.read_text()  # interrupted: not a success
+        assert [pid for pid in pids if _pid_alive(pid)] == [], output.read_text()
+    finally:
+        _stop_leftovers(up, pids)

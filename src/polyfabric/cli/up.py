@@ -69,6 +69,8 @@ def up(data_dir: Path, port: int, agents: int, detach: bool, workflow: str | Non
         procs.append(proc)
         return proc
 
+    if not detach:  # from here on, a stop signal stops what this command started, as Ctrl-C does
+        signal.signal(signal.SIGTERM, _interrupt)
     coordinator_dir = data_dir / "coordinator"
     coordinator = start(["server", "--listen", f"127.0.0.1:{port}", "--data-dir", str(coordinator_dir)],
                         "coordinator.log")
@@ -103,10 +105,10 @@ def up(data_dir: Path, port: int, agents: int, detach: bool, workflow: str | Non
             _run_workflow(url, admin, workflow, params)
         if detach:
             return
-        click.echo("Ctrl-C stops the fabric; its state is kept for the next 'polyfabric up'.")
         _wait_forever(procs)
     finally:
         if not detach:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the stop short
             _stop_all(procs)
 
 
@@ -156,19 +158,20 @@ def _wait_nodes(url: str, admin: str, names: list[str], procs: list[subprocess.P
     raise click.ClickException("the agents did not become active within 30s; see the logs")
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    """SIGTERM: leave the way Ctrl-C does, through `up`'s finally, which stops the coordinator and
+    the agents (they run in sessions of their own: nothing else would stop them)."""
+    raise KeyboardInterrupt
+
+
 def _wait_forever(procs: list[subprocess.Popen[bytes]]) -> None:
-    stop = {"now": False}
-
-    def _handler(_signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, _handler)
     try:
-        while not stop["now"]:
-            if procs[0].poll() is not None:
-                click.echo(f"the coordinator exited with code {procs[0].returncode}", err=True)
-                return
+        # Printed inside the try: once it shows, Ctrl-C or SIGTERM ends in a clean stop (exit 0).
+        click.echo("Ctrl-C stops the fabric; its state is kept for the next 'polyfabric up'.")
+        while procs[0].poll() is None:
             time.sleep(0.5)
+        click.echo(f"the coordinator exited with code {procs[0].returncode}", err=True)
+        return
     except KeyboardInterrupt:
         pass
     click.echo("\nstopping...")
