@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -222,6 +223,34 @@ def _stop_leftovers(up: subprocess.Popen[bytes], pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def test_polyfabric_up_runs_the_demo_workflow_prints_its_result_and_stops(tmp_path: Path):
+    """What `make demo` does (`polyfabric up --run examples/shard_stats.yaml`), smaller: a fabric on
+    SQLite in a fresh directory runs the workflow to success, prints its result, and Ctrl-C ends the
+    coordinator and every agent."""
+    up, data, output = _start_up(tmp_path, "--run", str(EXAMPLES / "shard_stats.yaml"), "-p", "shards=4")
+    pids: list[int] = []
+    try:
+        text = wait_until(lambda: "Ctrl-C stops the fabric" in (t := output.read_text()) and t, timeout=90,
+                          message=f"polyfabric up to run the workflow\n{output.read_text()}")
+        pids = [int(p) for p in (data / "pids").read_text().split()]
+        assert len(pids) == 4  # the coordinator and the three default agents
+        assert re.search(r"job (j-\S+) succeeded \(9 tasks\)", text), text
+        for key, status in (("split", "succeeded"), ("work[3]", "succeeded"), ("report", "succeeded"),
+                            ("high", "skipped"), ("low", "succeeded"), ("summary", "succeeded")):
+            assert re.search(rf"^  {re.escape(key)} +{status} ", text, re.MULTILINE), (key, text)
+        result = json.loads(text.split("result: ", 1)[1].split("\nsee it again with:", 1)[0])
+        summary = result["summary"]
+        assert (summary["branch"], summary["shards"], summary["samples"]) == ("low", 4, 4000)
+        assert summary["min"] <= summary["mean"] <= summary["max"]
+
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        assert up.wait(timeout=30) == 0, output.read_text()
+        assert "stopping..." in output.read_text()
+        assert [pid for pid in pids if _pid_alive(pid)] == []
+    finally:
+        _stop_leftovers(up, pids)
 
 
 def test_polyfabric_up_stopped_by_sigterm_while_the_workflow_runs_stops_everything_it_started(tmp_path: Path):
