@@ -5,10 +5,15 @@ domain lab), `easy` accepts anything. Jobs of domain ops prefer `picky` (`rank:`
 coordinator offers them there first: the owner declines (signed, audited, shown in `job show`),
 and the task runs on `easy`. Then the owner edits the file and reloads (`polyfabric agent
 reload`): new offers follow the new policy, and a running task the new policy no longer allows is
-handed back (`on_change: stop`) and finishes elsewhere.
+asked to checkpoint and stop, then handed back (`on_change: stop`): a command is stopped (SIGTERM)
+and runs again elsewhere, a checkpointing function task resumes elsewhere from the checkpoint it
+saved when asked. With `on_change: finish` it runs to its end on the node, while new offers of
+the same kind are declined.
 """
 
 from __future__ import annotations
+
+import time
 
 import pytest
 import yaml
@@ -21,6 +26,27 @@ pytestmark = pytest.mark.e2e
 OK = ["sh", "-c", "true"]
 PREFER_PICKY = 'node.name == "picky" ? 100 : 0'
 
+# A function task that saves a checkpoint only when asked to stop: where its next attempt starts
+# shows whether the stop came after a checkpoint (from the count it reached) or not (from 0).
+FUNCTIONS = """
+import time
+import polyfabric
+
+def count_until_asked(n, progress, step_s=0.05):
+    ctx = polyfabric.task_context()
+    state = ctx.restore() or {"i": 0, "starts": []}
+    state["starts"].append({"attempt": ctx.attempt, "from": state["i"]})
+    while state["i"] < n:
+        if ctx.should_stop():
+            ctx.checkpoint(state)
+            return {"stopped_at": state["i"]}
+        time.sleep(step_s)
+        state["i"] += 1
+        with open(progress, "w") as handle:
+            handle.write(str(state["i"]))
+    return state
+"""
+
 
 @pytest.fixture(scope="module")
 def pair(fabric, workflows):
@@ -32,7 +58,10 @@ def pair(fabric, workflows):
     policy = fabric.root / "picky-policy.yaml"
     policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "reason": "owner's rule"}))
     join = fabric.join_token("lab")["token"]
-    extra = ["--slots", "2", "--kill-grace", "2", "--stop-grace", "0"]
+    lib = fabric.root / "negotiation-lib"
+    lib.mkdir(exist_ok=True)
+    (lib / "negotiation_functions.py").write_text(FUNCTIONS)
+    extra = ["--slots", "2", "--kill-grace", "2", "--stop-grace", "0", "--pythonpath", str(lib)]
     picky = fabric.agent("picky", join_token=join, extra_args=[*extra, "--policy", str(policy)])
     easy = fabric.agent("easy", join_token=join, extra_args=extra)
     for agent in (picky, easy):
@@ -109,3 +138,71 @@ def test_reloading_the_owner_policy_changes_new_offers_and_stops_what_it_no_long
     assert attempts[0]["node_id"] == pair["picky"] and attempts[0]["status"] == "rejected"
     assert "no longer allows" in attempts[0]["error"]
     assert moved["failures"] == 0
+
+
+def _reload(fabric, pair, doc: dict) -> None:
+    """The owner edits the node's policy file and runs `polyfabric agent reload`; returns once
+    the agent says it reloaded."""
+    agent = pair["picky_agent"]
+    before = agent.log().count("reloaded: version")
+    pair["policy"].write_text(yaml.safe_dump(doc))
+    result = fabric.cli("agent", "reload", "--data-dir", str(agent.data_dir))
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: agent.log().count("reloaded: version") > before, timeout=20, message="the reload")
+
+
+def test_a_task_stopped_by_a_reload_checkpoints_first_and_resumes_elsewhere_from_it(fabric, workflows, pair):
+    grace = 60.0  # it stops by its checkpoint long before this
+    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "stop", "checkpoint_grace": "60s"})
+    progress = workflows.path(f"negotiation-progress-{fabric.backend}")
+    progress.unlink(missing_ok=True)
+    job = workflows.jobs.submit({"name": "count", "rank": PREFER_PICKY, "tasks": {"count": {
+        "function": "negotiation_functions:count_until_asked", "retries": 0,
+        "args": {"n": 200, "progress": str(progress)}}}}, None, "ops")["id"]
+    workflows.wait_running(job, "count", attempt=1, timeout=60)
+    assert workflows.task(job, "count")["node_id"] == pair["picky"]
+    wait_until(lambda: progress.exists() and int(progress.read_text() or 0) >= 5, timeout=30,
+               message="attempt 1 counting")
+
+    asked = time.time()
+    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "stop", "checkpoint_grace": "60s"})
+    assert workflows.wait(job, timeout=90)["status"] == "succeeded"
+    task = workflows.task(job, "count")
+    first, second = task["attempts"]
+    assert (first["status"], first["node_id"]) == ("rejected", pair["picky"])
+    assert "no longer allows" in first["error"]
+    assert (second["status"], second["node_id"]) == ("succeeded", pair["easy"])
+    assert first["finished_at"] - asked < grace / 2  # it stopped by itself once asked, not at the grace
+    assert task["failures"] == 0
+    result = task["result"]
+    assert result["i"] == 200
+    # Attempt 2 began from the checkpoint attempt 1 saved when it was asked to stop (the only one
+    # it saved), not from the start.
+    assert [s["attempt"] for s in result["starts"]] == [1, 2]
+    assert result["starts"][1]["from"] >= 5
+
+
+def test_with_on_change_finish_a_running_task_finishes_here_and_new_offers_are_declined(fabric, workflows, pair):
+    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "finish"})
+    release = workflows.path(f"negotiation-finish-{fabric.backend}.release")
+    release.unlink(missing_ok=True)
+    hold = f"while [ ! -e '{release}' ]; do sleep 0.05; done"
+    long = workflows.jobs.submit({"name": "long-finish", "rank": PREFER_PICKY,
+                                  "tasks": {"a": {"command": ["sh", "-c", hold]}}}, None, "ops")["id"]
+    workflows.wait_running(long, "a", attempt=1, timeout=60)
+    assert workflows.task(long, "a")["node_id"] == pair["picky"]
+
+    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "finish"})
+    # A new offer of domain ops is declined and runs elsewhere...
+    late = workflows.jobs.submit({"name": "late", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
+                                 None, "ops")["id"]
+    assert workflows.wait(late, timeout=90)["status"] == "succeeded"
+    assert [(a["status"], a["node_id"]) for a in workflows.task(late, "a")["attempts"]] == [
+        ("declined", pair["picky"]), ("succeeded", pair["easy"])]
+    # ... while the running one is left alone, and finishes on this node.
+    running = workflows.task(long, "a")
+    assert (running["status"], running["attempt"], running["node_id"]) == ("running", 1, pair["picky"])
+    release.touch()
+    assert workflows.wait(long, timeout=60)["status"] == "succeeded"
+    assert [(a["status"], a["node_id"]) for a in workflows.task(long, "a")["attempts"]] == [
+        ("succeeded", pair["picky"])]

@@ -152,18 +152,20 @@ class Agent:
 
     def reload_policy(self) -> None:
         """SIGHUP / `polyfabric agent reload`: new offers follow the file as it is now; running
-        attempts it no longer allows are handed back if it says `on_change: stop`."""
+        attempts it no longer allows are asked to checkpoint and stop, stopped after the policy's
+        `checkpoint_grace`, and handed back if it says `on_change: stop`."""
         runner = self.runner
         negotiator = runner.negotiator if runner is not None else None
         if negotiator is None:
             log.warning("reload: this agent runs without --policy; nothing to reload")
             return
-        _policy, error = negotiator.reload()
+        policy, error = negotiator.reload()
         if error is not None:
             return
         for ident, reason in negotiator.no_longer_allowed():
-            if runner is not None and runner.hand_back(ident, reason):
-                log.info("stopping %s attempt %d: %s", ident[0], ident[1], reason)
+            if runner is not None and runner.hand_back(ident, reason, policy.checkpoint_grace_s):
+                log.info("stopping %s attempt %d (checkpoint grace %gs): %s", ident[0], ident[1],
+                         policy.checkpoint_grace_s, reason)
 
     def _refusal(self, exc: ApiError) -> AgentRefused:
         # Only this node's own revocation is exit 3 (a revoked *join token* is a refusal like any other).

@@ -9,7 +9,9 @@ signature stays checkable from the audit chain on its own).
 
 `reload()` (SIGHUP, or `polyfabric agent reload`) reads the file again: new offers follow it at
 once; running attempts the new policy no longer allows are returned by `no_longer_allowed()`
-when the policy says `on_change: stop` (with `finish`, they run to the end).
+when the policy says `on_change: stop` (with `finish`, they run to the end): the agent asks each
+to checkpoint and stop, stops it after the policy's `checkpoint_grace`, and hands it back
+(TaskRunner.hand_back).
 """
 
 from __future__ import annotations

@@ -69,7 +69,9 @@ MODES = ("enforce", "dry-run")
 ACTIONS = ("block", "cordon", "quarantine")
 POLICY_KEYS = ("name", "kind", "scope", "mode", "description", "when", "allow", "reason", "limits", "action")
 LIMIT_KEYS = ("max_cpu_share", "foreign_only", "commands", "max_runtime")
-OWNER_KEYS = ("domains", "hours", "max_cpu_share", "require_labels", "when", "rank", "on_change", "reason")
+OWNER_KEYS = ("domains", "hours", "max_cpu_share", "require_labels", "when", "rank", "on_change", "checkpoint_grace",
+              "reason")
+OWNER_CHECKPOINT_GRACE_S = 10.0  # on_change: stop: how long a task asked to checkpoint may take
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HOURS = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
@@ -617,6 +619,8 @@ class OwnerPolicy:
     reason: str = ""
     version: int = 1
     name: str = "owner"
+    # on_change: stop asks such a task to checkpoint and stop, and stops it after this long (0: at once)
+    checkpoint_grace_s: float = OWNER_CHECKPOINT_GRACE_S
 
     def decide(self, job: Mapping[str, Any], task: Mapping[str, Any], node: Mapping[str, Any], now: float,
                foreign_cpu: int = 0, ev: Evaluator | None = None) -> Finding:
@@ -714,12 +718,21 @@ def parse_owner_policy(doc: Any, *, version: int = 1) -> OwnerPolicy:
     on_change = merged.get("on_change", "finish")
     if on_change not in ("finish", "stop"):
         problems.append(f"on_change must be finish or stop, got {on_change!r}")
+    grace_s: float | None = OWNER_CHECKPOINT_GRACE_S
+    raw_grace = merged.get("checkpoint_grace")
+    if raw_grace is not None:
+        zero = None if isinstance(raw_grace, bool) else _DURATION.match(str(raw_grace))
+        if zero is not None and float(zero.group(1)) == 0:
+            grace_s = 0.0  # stop at once, without asking for a checkpoint
+        else:
+            grace_s = _duration(raw_grace, "checkpoint_grace", problems)
     reason = merged.get("reason", "")
     if problems:
         raise PolicyInvalid("owner", problems)
     return OwnerPolicy(tuple(domains) if domains is not None else None, hours, max_share,
                        {str(k): str(v) for k, v in labels.items()}, rules["when"], rules["rank"], str(on_change),
-                       str(reason or ""), version, str(merged.get("name") or "owner"))
+                       str(reason or ""), version, str(merged.get("name") or "owner"),
+                       grace_s if grace_s is not None else OWNER_CHECKPOINT_GRACE_S)
 
 
 def answer_bytes(answer: Mapping[str, Any]) -> bytes:

@@ -208,5 +208,15 @@ def test_owner_policy_file_problems_are_named():
         assert word in str(info.value)
 
 
+def test_owner_policy_checkpoint_grace_bounds_the_stop_after_a_reload():
+    assert parse_owner_policy({"on_change": "stop"}).checkpoint_grace_s == 10.0  # the documented default
+    assert parse_owner_policy({"on_change": "stop", "checkpoint_grace": "2m"}).checkpoint_grace_s == 120.0
+    assert parse_owner_policy({"accept": {"checkpoint_grace": 0}}).checkpoint_grace_s == 0.0  # stop at once
+    assert parse_owner_policy({"checkpoint_grace": "0s"}).checkpoint_grace_s == 0.0
+    for bad in ("soon", -5, True):
+        with pytest.raises(ValidationError, match="checkpoint_grace"):
+            parse_owner_policy({"on_change": "stop", "checkpoint_grace": bad})
+
+
 def test_answer_bytes_are_canonical():
     assert answer_bytes({"b": 1, "a": "x"}) == b'{"a":"x","b":1}'

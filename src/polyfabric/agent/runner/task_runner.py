@@ -10,6 +10,9 @@ exactly one of `finished`, `cancelled` (the coordinator asked) or `rejected`.
 
 An attempt still running when the agent shuts down is stopped and reported `rejected` ("the
 agent is shutting down"): the protocol's way of handing work back without counting a failure.
+`hand_back` does the same to one attempt (a reloaded owner policy with `on_change: stop`), first
+asking it to checkpoint and stop, as a drain deadline does, for a bounded grace: however it then
+ends, it is reported `rejected`, and its next attempt resumes elsewhere from its last checkpoint.
 An attempt whose reports the coordinator refuses (no longer the task's current attempt) is
 killed quietly. A workspace is removed once the attempt's final event is acknowledged.
 
@@ -61,6 +64,8 @@ class Attempt:
     meter: UsageMeter | None = None  # what the attempt uses (CPU, memory, GPU seconds): the ledger's figures
     secrets: Any = None  # agent.secrets.SecretMaterial: opened secrets, in memory only (issue 6)
     started_at: float | None = None
+    handed_back: str | None = None  # why it is being handed back (hand_back): it ends `rejected`
+    stop_timer: threading.Timer | None = None  # stops a handed-back attempt when its grace is over
 
 
 class TaskRunner:
@@ -255,12 +260,35 @@ class TaskRunner:
             if attempt is not None:
                 self.checkpoints.ask_stop(ident, str(entry.get("reason") or "asked to checkpoint"), attempt.pgid)
 
-    def hand_back(self, ident: Ident, reason: str) -> bool:
+    def hand_back(self, ident: Ident, reason: str, checkpoint_grace_s: float = 0.0) -> bool:
         """Stop a running attempt and hand it back (reported `rejected`: requeued, no failure counted);
-        what a reloaded owner policy with `on_change: stop` does to attempts it no longer allows."""
+        what a reloaded owner policy with `on_change: stop` does to attempts it no longer allows.
+
+        With a grace (and checkpoints), the attempt is first asked to checkpoint and stop, as for
+        a drain deadline (its stop file appears, a command's process group gets SIGTERM), and is
+        stopped when `checkpoint_grace_s` is over if it still runs. However it ends, it is handed
+        back, never reported finished: a task that returns after `should_stop()` is not done, and
+        its next attempt resumes elsewhere from the last checkpoint it saved. False if the attempt
+        is not running here, or is already being stopped."""
         with self._lock:
             attempt = self._running.get(ident)
-        return attempt is not None and attempt.interrupt.fire("shutdown", reason)
+            if attempt is None or attempt.interrupt.fired or attempt.handed_back is not None:
+                return False
+            attempt.handed_back = reason
+        asked = (checkpoint_grace_s > 0 and self.checkpoints is not None
+                 and self.checkpoints.ask_stop(ident, reason, attempt.pgid))
+        if not asked:  # no grace, or it cannot checkpoint (still being set up): stop it now
+            attempt.interrupt.fire("shutdown", reason)
+            return True
+        timer = threading.Timer(checkpoint_grace_s, attempt.interrupt.fire, args=("shutdown", reason))
+        timer.name = f"pf-hand-back-{ident[0]}-{ident[1]}"
+        timer.daemon = True
+        with self._lock:
+            if ident not in self._running:  # it ended meanwhile
+                return True
+            attempt.stop_timer = timer
+        timer.start()
+        return True
 
     def refused(self, entries: Iterable[Any]) -> None:
         """The coordinator refused reports of these attempts: stop any of them still running, quietly."""
@@ -339,7 +367,8 @@ class TaskRunner:
             if self.checkpoints is not None:
                 self.checkpoints.release(lease.ident)
             outcome = outcome or Outcome.failed("the agent could not run the task")
-            if self.artifacts is not None and attempt.workspace is not None and outcome.status != "stopped":
+            if self.artifacts is not None and attempt.workspace is not None and outcome.status != "stopped" \
+                    and attempt.handed_back is None:
                 try:  # before the final report: once it is acknowledged the workspace goes
                     self.artifacts.collect(lease.task_id, lease.attempt, attempt.workspace.path / ARTIFACTS_DIR)
                 except Exception:
@@ -360,6 +389,10 @@ class TaskRunner:
             self._running.pop(lease.ident, None)
             self._used = self._used - self._need(lease)
             kind = attempt.interrupt.kind
+            if attempt.stop_timer is not None:
+                attempt.stop_timer.cancel()
+            if attempt.handed_back is not None:
+                outcome = Outcome("stopped")  # asked to checkpoint and stop: not done, whatever it said
             if outcome.status != "stopped":
                 if attempt.secrets is not None:
                     outcome = replace(outcome, error=attempt.secrets.redact(outcome.error))
@@ -373,8 +406,8 @@ class TaskRunner:
             elif kind == "abandon":
                 self._cleanups.put(attempt)
             else:
-                self._event("rejected", lease.ident, reason=attempt.interrupt.reason or SHUTDOWN_REASON,
-                            **usage)
+                self._event("rejected", lease.ident,
+                            reason=attempt.handed_back or attempt.interrupt.reason or SHUTDOWN_REASON, **usage)
                 self._unacked[lease.ident] = attempt
             self._changed.notify_all()
         if outcome.status == "failed":

@@ -11,6 +11,7 @@ import os
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,82 @@ def test_the_socket_refuses_an_unknown_token(runner, tmp_path, monkeypatch):
         task_context().checkpoint({"a": 1})
     assert "unknown token" in str(caught.value), str(caught.value)
     assert os.stat(runner.checkpoints.socket_path)
+
+
+# -- handing an attempt back (a reloaded owner policy, `on_change: stop`) -----------------------------
+
+STEPS = (
+    "import time, polyfabric\n"
+    "def steps(marker, obey=True):\n"
+    "    ctx = polyfabric.task_context()\n"
+    "    i = 0\n"
+    "    while True:\n"
+    "        i += 1\n"
+    "        ctx.checkpoint({'i': i})\n"
+    "        if obey and ctx.should_stop():\n"
+    "            open(marker, 'w').write(str(i))\n"
+    "            return {'stopped_at': i}\n"
+    "        time.sleep(0.02)\n")
+
+NO_LONGER = "the node's owner policy v2 no longer allows it: jobs of domain 'ops' are not accepted here"
+
+
+def test_handing_back_asks_for_a_checkpoint_first_and_the_attempt_ends_rejected_not_finished(
+        runner, make_lease, view, coordinator, functions_dir, tmp_path):
+    (functions_dir / "pf_steps.py").write_text(STEPS)
+    marker = tmp_path / "stopped-at"
+    fn = make_lease(function="pf_steps:steps", args={"marker": str(marker)})
+    term = tmp_path / "cmd-started"
+    cmd = make_lease(_sdk(  # a command that saves its state on SIGTERM and exits 0
+        "import signal\n"
+        "def on_term(*_):\n"
+        "    ctx.checkpoint({'terminated': True})\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        f"open({str(term)!r}, 'w').write('started')\n"
+        "time.sleep(60)\n"))
+    runner.offer([fn, cmd])
+    wait_until(lambda: len([s for s in coordinator.saved if s["task_id"] == fn["task_id"]]) >= 2 and term.exists(),
+               timeout=30, message="the function checkpointing and the command started")
+    for lease in (fn, cmd):
+        assert runner.hand_back((lease["task_id"], 1), NO_LONGER, checkpoint_grace_s=60.0)
+        assert not runner.hand_back((lease["task_id"], 1), NO_LONGER, checkpoint_grace_s=60.0)  # once
+    # Both stop by themselves, long before the grace: each after saving a checkpoint.
+    for lease in (fn, cmd):
+        final = view.wait_final(lease["task_id"], timeout=20)
+        assert final["type"] == "rejected" and final["reason"] == NO_LONGER, final
+        assert "finished" not in view.types(lease["task_id"])
+    stopped_at = int(marker.read_text())
+    saved_fn = [json.loads(s["data"]) for s in coordinator.saved if s["task_id"] == fn["task_id"]]
+    assert saved_fn[-1] == {"i": stopped_at}  # the last checkpoint is where it stopped: it resumes from there
+    saved_cmd = [json.loads(s["data"]) for s in coordinator.saved if s["task_id"] == cmd["task_id"]]
+    assert saved_cmd == [{"terminated": True}]
+    assert runner.wait_idle(5)
+
+
+def test_an_attempt_that_ignores_the_ask_is_stopped_when_the_grace_is_over(runner, make_lease, view, coordinator,
+                                                                           functions_dir, tmp_path):
+    (functions_dir / "pf_steps.py").write_text(STEPS)
+    fn = make_lease(function="pf_steps:steps", args={"marker": str(tmp_path / "never"), "obey": False})
+    runner.offer([fn])
+    wait_until(lambda: any(s["task_id"] == fn["task_id"] for s in coordinator.saved), timeout=30,
+               message="the function checkpointing")
+    asked_at = time.time()
+    assert runner.hand_back((fn["task_id"], 1), NO_LONGER, checkpoint_grace_s=0.5)
+    assert (runner.work_root / f"{fn['task_id']}-1" / ".polyfabric-stop").exists()  # it was asked
+    final = view.wait_final(fn["task_id"], timeout=20)
+    assert final["type"] == "rejected" and final["reason"] == NO_LONGER
+    assert final["at"] - asked_at >= 0.5  # not before the grace was over
+    assert not (tmp_path / "never").exists()
+
+
+def test_handing_back_without_a_grace_stops_at_once_without_asking(runner, make_lease, view):
+    lease = make_lease(["sleep", "30"])
+    runner.offer([lease])
+    wait_until(lambda: view.types(lease["task_id"]) == ["started"], timeout=5, interval=0.005)
+    workspace = runner.work_root / f"{lease['task_id']}-1"
+    wait_until(lambda: workspace.exists(), timeout=5, interval=0.005)
+    assert runner.hand_back((lease["task_id"], 1), NO_LONGER, checkpoint_grace_s=0.0)
+    final = view.wait_final(lease["task_id"], timeout=10)
+    assert final["type"] == "rejected" and final["reason"] == NO_LONGER
+    assert not (workspace / ".polyfabric-stop").exists()
