@@ -149,8 +149,9 @@ class UiFabric:
 
 
 def start_fabric(root: Path, db_url: str | None = None) -> Iterator[UiFabric]:
+    # Telemetry history every second (not 10): the nodes table's sparklines have points within seconds.
     coordinator = CoordinatorProcess(root / "coordinator", db_url, heartbeat_interval=0.5, unreachable_after=3,
-                                     down_after=6)
+                                     down_after=6, extra_args=["--telemetry-interval", "1"])
     coordinator.start()
     fab = UiFabric(coordinator, root)
     try:

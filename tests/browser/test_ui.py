@@ -8,8 +8,13 @@ for horizontal overflow and console errors (conftest.Page.check_layout).
 
 from __future__ import annotations
 
+import base64
+import re
+from urllib.parse import parse_qs, urlparse
+
 import pytest
 
+from polyfabric.client.errors import ApiError
 from polyfabric.testing import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -67,6 +72,36 @@ def test_sign_in_and_see_the_nodes(open_page, admin_token, node_ids, ui_fabric):
     page.page.get_by_role("button", name="Filter").click()
     wait_until(lambda: page.page.locator("tr[data-node]").evaluate_all("r => r.map(x => x.dataset.node)") == [NODES[1]],
                timeout=20, message="the label filter to leave only ui-node-2")
+
+
+def test_the_nodes_table_draws_recent_cpu_and_memory_with_one_read_for_the_page(open_page, admin_token, node_ids,
+                                                                                 ui_fabric):
+    """Sparklines from the telemetry history in every row, read with one request for the whole page."""
+    def recorded() -> bool:
+        recent = ui_fabric.admin.get("/v1/telemetry/recent", node=node_ids)["nodes"]
+        return all(len(recent.get(n, [])) >= 3 for n in node_ids)
+
+    wait_until(recorded, timeout=60, message="three telemetry points for each agent's node")
+    page = open_page()
+    reads: list[str] = []
+    page.page.on("request", lambda r: reads.append(r.url) if "/v1/telemetry/recent" in r.url else None)
+    page.sign_in(admin_token)
+    for name in NODES:
+        for metric in ("cpu", "memory"):
+            page.page.locator(f'tr[data-node="{name}"] svg.spark[data-metric="{metric}"]').wait_for()
+    row = page.page.locator(f'tr[data-node="{NODES[0]}"]')
+    cpu = row.locator('svg[data-metric="cpu"]')
+    assert int(cpu.get_attribute("data-points")) >= 3
+    assert len(cpu.locator("polyline").get_attribute("points").split()) == int(cpu.get_attribute("data-points"))
+    assert re.fullmatch(r"CPU, last \d+ min: now \d+%, peak \d+%", cpu.get_attribute("aria-label"))
+    assert re.fullmatch(r"Memory, last \d+ min: now \d+%, peak \d+%",
+                        row.locator('svg[data-metric="memory"]').get_attribute("aria-label"))
+    # One read for the page, naming exactly the nodes the page shows (never every node).
+    shown = page.page.locator("tr[data-node] th a").evaluate_all(
+        "links => links.map(a => decodeURIComponent(a.getAttribute('href').split('/').pop()))")
+    assert len(reads) == 1, reads
+    assert parse_qs(urlparse(reads[0]).query)["node"] == shown
+    page.check_layout("nodes-sparklines")
 
 
 def test_a_running_workflow_turns_green_without_a_reload_and_shows_a_tasks_logs(open_page, admin_token, node_ids,
@@ -204,35 +239,134 @@ def test_audit_page_filters_and_verifies_the_chain(open_page, admin_token, node_
     page.check_layout("audit")
 
 
-@pytest.mark.parametrize("name", ["topology", "usage", "policies", "config", "secrets", "schedules"])
-def test_feature_pages_show_the_data_or_say_the_feature_is_not_available(open_page, admin_token, node_ids, name):
+@pytest.fixture(scope="module")
+def features(ui_fabric, node_ids):
+    """Something on every feature page: a policy, a configuration version, a secret and a schedule,
+    in a domain of their own (no node, no job: nothing else in the module is affected), and a job
+    run in domain test (a row in the usage report)."""
+    admin = ui_fabric.admin
+    job = admin.post("/v1/jobs", {"workflow": {"name": "ui-usage", "tasks": {"t": {"command": ["true"]}}},
+                                  "params": {}, "domain": "test"})
+    wait_until(lambda: admin.get(f"/v1/jobs/{job['id']}")["status"] == "succeeded", timeout=60,
+               message="the usage job to finish")
+    try:
+        admin.post("/v1/domains", {"name": "uifeat"})
+    except ApiError as exc:
+        assert exc.status == 409
+    admin.post("/v1/policies", {"policy": {"name": "ui-dry-admission", "kind": "admission", "scope": "domain:uifeat",
+                                           "mode": "dry-run", "allow": "true", "reason": "shown by the UI"}})
+    config = admin.post("/v1/config", {"document": {"labels": {"ui": "shown"}}, "scope": "domain:uifeat",
+                                       "comment": "ui-config-comment"})
+    admin.request("PUT", "/v1/secrets/ui-secret-name", json={
+        "domain": "uifeat", "value_b64": base64.b64encode(b"never-shown-value").decode()})
+    admin.post("/v1/schedules", {"name": "ui-yearly", "domain": "uifeat", "cron": "0 0 1 1 *",
+                                 "workflow": {"name": "yearly", "tasks": {"t": {"command": ["true"]}}}})
+    return {"config_version": config["version"]}
+
+
+def usage_figures(page) -> dict[str, list]:
+    """Per domain in the chart: [contributed, consumed] as data, and the two figures it prints."""
+    return dict(page.page.locator("#feature-usage svg.usage g[data-domain]").evaluate_all(
+        "gs => gs.map(g => [g.dataset.domain, [Number(g.dataset.contributed), Number(g.dataset.consumed),"
+        " g.querySelector('.contributed-figure').textContent, g.querySelector('.consumed-figure').textContent]])"))
+
+
+def printed(text: str, value: float) -> bool:
+    """A figure as the chart prints it: CPU-seconds, three decimals under one second, else one."""
+    number, unit = text.split()
+    return unit == "s" and abs(float(number) - value) <= (0.0005 if value < 1 else 0.05) + 1e-9
+
+
+# What each page must show (texts the API's answer puts there); none may say "not available".
+FEATURES = {
+    "topology": ["local", "2 nodes have measured network coordinates", "Latency"],
+    "usage": ["test", "Contributed CPU s"],
+    "policies": ["ui-dry-admission", "dry-run", "domain:uifeat"],
+    "config": ["ui-config-comment", "domain:uifeat"],
+    "secrets": ["ui-secret-name", "uifeat"],
+    "schedules": ["ui-yearly", "0 0 1 1 *"],
+}
+
+
+@pytest.mark.parametrize("name", list(FEATURES))
+def test_feature_pages_show_what_the_coordinator_serves(open_page, admin_token, node_ids, features, ui_fabric,
+                                                         name):
     page = open_page(admin_token)
     page.go(f"#/{name}")
     body = page.page.locator(f"#feature-{name}")
     body.locator("*").first.wait_for()
     page.page.wait_for_function(f"() => !document.querySelector('#feature-{name}').textContent.includes('Loading')")
-    if body.locator("[data-unavailable]").count():
-        assert "is not available on this coordinator" in body.inner_text()
-    else:
-        assert body.locator(".error").count() == 0, body.inner_text()
+    assert body.locator("[data-unavailable]").count() == 0, body.inner_text()
+    assert body.locator(".error").count() == 0, body.inner_text()
+    text = body.inner_text()
+    for expected in FEATURES[name]:
+        assert expected in text, f"{name}: {expected!r} not in {text!r}"
+    if name == "secrets":
+        assert "never-shown-value" not in text and base64.b64encode(b"never-shown-value").decode() not in text
+    if name == "config":
+        assert str(features["config_version"]) in text
+    if name == "usage":
+        # The chart shows each domain's contributed and consumed CPU-seconds, as the API reports them
+        # (re-read until both agree: an attempt finishing between the two reads moves them).
+        def agree() -> bool:
+            page.go("#/nodes")
+            page.page.locator("tr[data-node]").first.wait_for()
+            page.go("#/usage")
+            page.page.locator("#feature-usage svg.usage").wait_for()
+            report = {r["domain"]: [r["contributed"]["cpu_s"], r["consumed"]["cpu_s"]]
+                      for r in ui_fabric.admin.get("/v1/usage")["domains"]}
+            shown = usage_figures(page)
+            return "test" in report and {d: v[:2] for d, v in shown.items()} == report
+        wait_until(agree, timeout=30, message="the usage chart to show the API's figures")
+        label = page.page.locator("#feature-usage svg.usage").get_attribute("aria-label")
+        for domain, (contributed, consumed, given, used) in usage_figures(page).items():
+            assert printed(given, contributed) and printed(used, consumed), (domain, given, used)
+            assert f"{domain}: contributed {given}, consumed {used} of CPU" in label
     page.check_layout(f"feature-{name}")
 
 
-def test_topology_shows_the_tree_with_the_nodes_and_their_round_trips(open_page, admin_token, node_ids):
+def test_topology_shows_the_tree_and_the_latency_between_zones_and_racks(open_page, admin_token, node_ids, ui_fabric):
+    def measured() -> dict | None:
+        matrix = ui_fabric.admin.get("/v1/topology/latency", level="zone")
+        names = [g["name"] for g in matrix["groups"]]
+        return matrix if names == ["local/a", "local/b"] and matrix["matrix"][0][1] else None
+
+    wait_until(measured, timeout=60, message="both agents' coordinates in the zone latency matrix")
     page = open_page(admin_token)
     page.go("#/topology")
     body = page.page.locator("#feature-topology")
-    page.page.wait_for_function("() => !document.querySelector('#feature-topology').textContent.includes('Loading')")
-    if body.locator("[data-unavailable]").count():
-        pytest.skip("this coordinator serves no /v1/topology")
     body.locator("summary", has_text="local").first.wait_for()
     # Regions and zones are open; a rack opens on demand and lists its nodes with their state.
     body.locator("summary", has_text="r0").first.click()
     body.get_by_role("link", name=NODES[0]).wait_for()
+
+    # The latency between the zones: a symmetric matrix of the median estimated round trip.
+    matrix = body.locator("#latency-matrix table.matrix")
+    matrix.locator("caption", has_text="Median estimated round trip between zones").wait_for()
+    assert matrix.locator("tbody th").all_inner_texts() == ["local/a", "local/b"]
+    across = matrix.locator('td[data-from="local/a"][data-to="local/b"]')
+    back = matrix.locator('td[data-from="local/b"][data-to="local/a"]')
+    assert across.inner_text() == back.inner_text()
+    shown_ms = float(across.inner_text())
+    assert shown_ms > 0 and float(across.get_attribute("data-ms")) == pytest.approx(shown_ms, abs=0.051)
+    # One node a zone: no pair inside a zone to measure.
+    assert matrix.locator('td[data-from="local/a"][data-to="local/a"]').inner_text() == "—"
+    # The same estimate the coordinator gives for the two nodes (their coordinates move a little).
+    direct = ui_fabric.admin.get("/v1/topology/rtt", **{"from": NODES[0], "to": NODES[1]})["estimated_rtt_ms"]
+    assert direct / 3 <= shown_ms <= direct * 3, (shown_ms, direct)
+    page.check_layout("topology-open")
+
+    # Between racks instead, chosen from the keyboard-reachable select.
+    body.get_by_label("Between", exact=True).select_option("rack")
+    matrix.locator("caption", has_text="between racks").wait_for()
+    assert matrix.locator("tbody th").all_inner_texts() == ["local/a/r0", "local/b/r1"]
+    assert float(matrix.locator('td[data-from="local/a/r0"][data-to="local/b/r1"]').inner_text()) > 0
+
+    # Each node's round trip to the coordinator, on demand.
     body.get_by_role("button", name="Show round trips").click()
     body.locator("table caption", has_text="Round trips to the coordinator").wait_for()
     assert set(NODES) <= set(body.locator("tbody th").all_inner_texts())
-    page.check_layout("topology-open")
+    page.check_layout("topology-latency")
 
 
 def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
@@ -252,6 +386,71 @@ def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
     # Focus moves to the new page's heading (so a screen reader announces it).
     page.page.wait_for_function("() => document.activeElement.tagName === 'H1'")
     assert page.page.evaluate("() => document.activeElement.textContent") == "Topology"
+
+
+def test_an_operator_pauses_resumes_and_cancels_a_running_workflow(open_page, admin_token, node_ids, ui_fabric):
+    release = ui_fabric.root / "release-actions"
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
+    page = open_page(admin_token)
+    page.go(f"#/jobs/{job['id']}")
+    page.page.locator('svg.dag [data-step="gate"][data-status="running"]').wait_for(timeout=60_000)
+    page.page.get_by_label("Reason").fill("browser test")
+
+    page.page.get_by_role("button", name="Pause").click()
+    page.page.locator('#job-status[data-status="paused"]').wait_for()
+    assert ui_fabric.admin.get(f"/v1/jobs/{job['id']}")["status"] == "paused"
+    page.page.get_by_text("pause: done").wait_for()
+    page.check_layout("workflow-paused")
+
+    page.page.get_by_role("button", name="Resume").click()
+    page.page.locator('#job-status[data-status="running"]').wait_for()
+    assert ui_fabric.admin.get(f"/v1/jobs/{job['id']}")["status"] == "running"
+
+    page.page.get_by_role("button", name="Cancel").click()
+    page.page.locator('#job-status[data-status="cancelled"]').wait_for(timeout=60_000)
+    assert ui_fabric.admin.get(f"/v1/jobs/{job['id']}")["status"] == "cancelled"
+    # The running gate was stopped, and the steps after it never ran.
+    page.page.locator('svg.dag [data-step="gate"][data-status="cancelled"]').wait_for()
+    assert step_status(page, "join") in ("cancelled", "skipped")
+    release.touch()
+    page.check_layout("workflow-cancelled")
+
+
+def test_an_operator_drains_a_busy_node_and_sees_it_draining(open_page, admin_token, node_ids, ui_fabric):
+    """A node running a task drains (it takes nothing new, waits for the task); Resume brings it back."""
+    release = ui_fabric.root / "release-drain"
+    hold = f"echo held; while [ ! -f '{release}' ]; do sleep 0.1; done"
+    doc = {"name": "ui-drain", "tasks": {"hold": {"command": ["sh", "-c", hold],
+                                                  "requires": f'node.name == "{NODES[1]}"'}}}
+    job = ui_fabric.admin.post("/v1/jobs", {"workflow": doc, "params": {}, "domain": "test"})
+    wait_until(lambda: ui_fabric.admin.get(f"/v1/jobs/{job['id']}/graph")["steps"][0]["status"] == "running",
+               timeout=60, message="the held task to run")
+    try:
+        page = open_page(admin_token)
+        page.go(f"#/nodes/{node_ids[1]}")
+        page.page.get_by_role("heading", name=f"Node {NODES[1]}").wait_for()
+        page.page.locator("#node-tasks tr", has_text="hold").wait_for()
+        page.page.get_by_label("Reason").fill("browser drain")
+        page.page.get_by_role("button", name="Drain").click()
+        page.page.locator('#node-state[data-state="draining"]').wait_for()
+        page.page.get_by_text("drain: the node is now draining").wait_for()
+        assert ui_fabric.admin.get(f"/v1/nodes/{node_ids[1]}")["state"] == "draining"
+        # Only what applies to a draining node is offered: Resume, not Cordon or Drain again.
+        assert page.page.locator("[data-action]").evaluate_all("bs => bs.map(b => b.dataset.action)") == ["resume"]
+        page.page.locator("section", has=page.page.get_by_role("heading", name="History")).get_by_text(
+            "draining").first.wait_for()
+        page.check_layout("node-draining")
+        # It stays draining while its task runs; the nodes table says so too.
+        page.go("#/nodes")
+        page.page.locator(f'tr[data-node="{NODES[1]}"][data-state="draining"]').wait_for()
+        page.page.get_by_role("link", name=NODES[1]).click()
+        page.page.get_by_role("button", name="Resume").click()
+        page.page.locator('#node-state[data-state="active"]').wait_for()
+        assert ui_fabric.admin.get(f"/v1/nodes/{node_ids[1]}")["state"] == "active"
+    finally:
+        release.touch()
+    wait_until(lambda: ui_fabric.admin.get(f"/v1/jobs/{job['id']}")["status"] == "succeeded", timeout=60,
+               message="the held task to finish on the resumed node")
 
 
 def test_nodes_are_read_a_page_at_a_time(open_page, admin_token, node_ids, ui_fabric):

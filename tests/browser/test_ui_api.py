@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -13,7 +14,8 @@ import sys
 import httpx
 import pytest
 
-from polyfabric.api.routes.ui import STATIC_DIR, step_status
+from polyfabric.api.routes.ui import STATIC_DIR, downsample, latency_matrix, step_status
+from polyfabric.domain.vivaldi import Coordinate
 from polyfabric.testing import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -159,3 +161,77 @@ def test_the_label_filter_is_applied_by_the_store(ui_fabric, node):
     assert names("region=local", "zone=a") == ["api-node-1"]
     assert names("rack=r9") == [] and names("nosuchkey=x") == [] and names("zone=b") == []
     assert names("rack=r0", "zone=b") == []
+
+
+def test_recent_telemetry_is_one_read_for_a_page_of_nodes_in_the_callers_domains(ui_fabric, node, raw):
+    """The nodes table's sparklines: up to 100 ids a read, each node's newest points averaged down to
+    at most 30 rows; another domain's node (or an unknown one) is left out, as the listing leaves it."""
+    def points() -> list:
+        return ui_fabric.admin.get("/v1/telemetry/recent", node=[node])["nodes"].get(node, [])
+
+    rows = wait_until(lambda: len(points()) >= 2 and points(), timeout=60, message="two telemetry points")
+    answer = ui_fabric.admin.get("/v1/telemetry/recent", node=[node, "n-" + "a" * 20], since="5m")
+    assert answer["fields"] == ["at", "cpu_percent", "memory_percent"] and answer["resolution_s"] == 1
+    assert list(answer["nodes"]) == [node]  # the unknown id is simply not there
+    assert all(len(r) == 3 and 0 <= r[2] <= 100 for r in rows) and len(answer["nodes"][node]) <= 30
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    elsewhere = raw(ui_fabric.url, "GET", "/v1/telemetry/recent", ui_fabric.token("viewer", ["elsewhere"]),
+                    params={"node": node})
+    assert elsewhere.status_code == 200 and elsewhere.json()["nodes"] == {}
+    mine = raw(ui_fabric.url, "GET", "/v1/telemetry/recent", ui_fabric.token("viewer", ["test"]), params={"node": node})
+    assert list(mine.json()["nodes"]) == [node]
+    assert raw(ui_fabric.url, "GET", "/v1/telemetry/recent", None, params={"node": node}).status_code == 401
+    many = raw(ui_fabric.url, "GET", "/v1/telemetry/recent", ui_fabric.token("viewer"),
+               params={"node": [f"n-{i:020d}" for i in range(101)]})
+    assert many.status_code == 400 and "at most 100 nodes" in many.json()["error"]["message"]
+    bad = raw(ui_fabric.url, "GET", "/v1/telemetry/recent", ui_fabric.token("viewer"), params={"node": "x' or 1"})
+    assert bad.status_code == 400 and "not a node id" in bad.json()["error"]["message"]
+
+
+def test_downsample_averages_consecutive_points():
+    points = [{"at": i, "cpu_percent": float(i), "memory_percent": None if i % 2 else 50.0} for i in range(100)]
+    rows = downsample(points, ("cpu_percent", "memory_percent"), 30)
+    assert len(rows) == 25 and rows[0] == [3, 1.5, 50.0] and rows[-1] == [99, 97.5, 50.0]
+    assert downsample(points[:5], ("cpu_percent",), 30) == [[i, float(i)] for i in range(5)]
+    assert downsample([], ("cpu_percent",), 30) == []
+
+
+def test_the_latency_matrix_is_the_median_between_sampled_nodes_of_each_pair_of_groups():
+    def at(x: float, zone: str, rack: str = "r") -> dict:
+        return {"labels": {"region": "eu", "zone": zone, "rack": rack},
+                "coords": Coordinate((x, 0.0), 0.1, 0.0, 0.0).to_dict()}
+
+    # Zone a at 0, 0.001 and 0.002 s; zone b at 0.010 s; a node without a zone; a broken coordinate.
+    rows = [at(0.0, "a"), at(0.001, "a"), at(0.002, "a"), at(0.010, "b"),
+            {"labels": {"region": "eu"}, "coords": Coordinate((0.0, 0.005), 0.1).to_dict()},
+            {"labels": {"zone": "a"}, "coords": {"vec": ["x"]}}]
+    out = latency_matrix(rows, "zone")
+    assert [g["name"] for g in out["groups"]] == ["eu/-", "eu/a", "eu/b"]
+    assert [g["nodes"] for g in out["groups"]] == [1, 3, 1]
+    a, b = 1, 2
+    assert out["matrix"][a][a] == {"median_ms": 1.0, "min_ms": 1.0, "max_ms": 2.0, "pairs": 3}
+    assert out["matrix"][a][b] == out["matrix"][b][a] == {"median_ms": 9.0, "min_ms": 8.0, "max_ms": 10.0,
+                                                          "pairs": 3}
+    assert out["matrix"][b][b] is None  # one node: no pair
+    # One region: the ten pairs of its five nodes (the zoneless one 5 ms off the line, 11.19 ms from b).
+    assert latency_matrix(rows, "region")["matrix"] == [[{"median_ms": 5.252, "min_ms": 1.0, "max_ms": 11.19,
+                                                          "pairs": 10}]]
+    # Bounded: 40 zones of 50 nodes give the 30 largest zones, 4 nodes of each, whatever the size.
+    big = [at(random.random() / 100, f"z{z:02d}") for z in range(40) for _ in range(50 if z < 35 else 60)]
+    bounded = latency_matrix(big, "zone", sample=4)
+    assert len(bounded["groups"]) == 30 and bounded["groups_left_out"] == 10
+    assert {g["sampled"] for g in bounded["groups"]} == {4}
+    assert all(cell["pairs"] == (6 if i == j else 16) for i, line in enumerate(bounded["matrix"])
+               for j, cell in enumerate(line))
+    assert {"z35", "z39"} <= {g["name"].split("/")[1] for g in bounded["groups"]}  # the largest kept
+
+
+def test_the_latency_endpoint_checks_its_level_and_the_callers_access(ui_fabric, node, raw):
+    reply = raw(ui_fabric.url, "GET", "/v1/topology/latency", ui_fabric.token("viewer"), params={"level": "planet"})
+    assert reply.status_code == 400 and "level must be one of region, zone, rack" in reply.json()["error"]["message"]
+    assert raw(ui_fabric.url, "GET", "/v1/topology/latency", None).status_code == 401
+    matrix = wait_until(lambda: (m := ui_fabric.admin.get("/v1/topology/latency", level="rack"))["groups"] and m,
+                        timeout=60, message="the node's coordinates")
+    assert [g["name"] for g in matrix["groups"]] == ["local/a/r0"] and matrix["matrix"] == [[None]]
+    other = raw(ui_fabric.url, "GET", "/v1/topology/latency", ui_fabric.token("viewer", ["elsewhere"]))
+    assert other.status_code == 200 and other.json()["groups"] == []

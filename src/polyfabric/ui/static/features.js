@@ -32,7 +32,7 @@ export async function featurePage(main, [name]) {
   }
   if (name === 'secrets') data = secretNames(data);
   if (name === 'topology' && data && data.children) {
-    clear(body, topologyTree(data), roundTrips());
+    clear(body, topologyTree(data), latency(data));
   } else if (name === 'usage' && data && Array.isArray(data.domains)) {
     clear(body, usageChart(data), usageTable(data));
   } else {
@@ -77,26 +77,73 @@ function topologyTree(tree) {
     level(tree, 0));
 }
 
-// Round trips to the coordinator, measured and estimated from the network coordinates: read only
-// when asked (one row per node).
-function roundTrips() {
+const ms = (v) => (typeof v === 'number' ? `${(v * 1000).toFixed(1)} ms` : '—');
+
+// The latency between regions, zones or racks: the median round trip the network coordinates
+// estimate between sampled nodes of each pair of groups (GET /v1/topology/latency; the server
+// bounds the work), and on demand each node's round trip to the coordinator.
+function latency(tree) {
   const out = h('section', { 'aria-labelledby': 'h-rtt' }, h('h2', { id: 'h-rtt' }, 'Latency'));
+  const levels = tree.children ? ['region', 'zone', 'rack'] : [];
+  const level = h('select', { id: 'latency-level', name: 'level' },
+    levels.map((l) => h('option', { value: l, selected: l === 'zone' }, `${l}s`)));
+  const matrix = h('div', { id: 'latency-matrix' }, h('p', { class: 'muted' }, 'Loading…'));
+  let reads = 0;
+  async function load() {
+    const mine = ++reads;
+    let data;
+    try {
+      if (!(await serves('GET', '/v1/topology/latency'))) {
+        clear(matrix, h('p', { class: 'muted' }, 'Latency between groups is not available on this coordinator.'));
+        return;
+      }
+      data = await get('/v1/topology/latency', { level: level.value });
+    } catch (exc) {
+      if (mine === reads) clear(matrix, h('p', { class: 'error' }, exc.message));
+      return;
+    }
+    if (mine === reads) clear(matrix, latencyMatrix(data));
+  }
+  level.addEventListener('change', load);
+  const rtt = h('div', {});
   const button = h('button', { type: 'button', onclick: async () => {
     button.disabled = true;
     try {
       const rows = await get('/v1/topology/coordinates');
-      const ms = (v) => (typeof v === 'number' ? `${(v * 1000).toFixed(1)} ms` : '—');
       const shown = rows.slice(0, 500);
-      out.append(table(`Round trips to the coordinator${rows.length > shown.length ? ` (first ${shown.length} of ${rows.length})` : ''}`,
+      rtt.append(table(`Round trips to the coordinator${rows.length > shown.length ? ` (first ${shown.length} of ${rows.length})` : ''}`,
         ['Node', 'Region', 'Zone', 'Rack', 'Measured', 'Estimated'], shown.map((r) => h('tr', {},
           h('th', { scope: 'row' }, h('a', { href: `#/nodes/${encodeURIComponent(r.node_id)}` }, r.name)),
           h('td', {}, r.labels?.region ?? '—'), h('td', {}, r.labels?.zone ?? '—'), h('td', {}, r.labels?.rack ?? '—'),
           h('td', { class: 'num' }, ms(r.rtt_to_coordinator_s)), h('td', { class: 'num' }, ms(r.estimated_rtt_to_coordinator_s))))));
     } catch (exc) {
-      out.append(h('p', { class: 'error' }, exc.message));
+      rtt.append(h('p', { class: 'error' }, exc.message));
     }
   } }, 'Show round trips');
-  out.append(button);
+  out.append(
+    h('div', { class: 'filters' }, h('div', {}, h('label', { for: 'latency-level' }, 'Between'), level)),
+    matrix,
+    h('h3', {}, 'Each node to the coordinator'), button, rtt);
+  load();
+  return out;
+}
+
+function latencyMatrix(data) {
+  const groups = data.groups || [];
+  if (!groups.length) return h('p', { class: 'muted' }, 'No node has reported network coordinates yet.');
+  const of = `${data.level}s`;
+  const left = data.groups_left_out ? `; ${data.groups_left_out} smaller ${of} left out` : '';
+  const caption = `Median estimated round trip between ${of} (ms), from up to ${data.sample} nodes of each${left}`;
+  const rows = groups.map((g, i) => h('tr', {},
+    h('th', { scope: 'row', title: `${g.nodes} nodes with coordinates, ${g.sampled} sampled` }, g.name),
+    data.matrix[i].map((cell, j) => h('td', {
+      class: i === j ? 'self' : null, 'data-from': g.name, 'data-to': groups[j].name,
+      'data-ms': cell ? cell.median_ms : null,
+      title: cell ? `${g.name} ↔ ${groups[j].name}: median of ${cell.pairs} pairs, ${cell.min_ms.toFixed(1)}–${cell.max_ms.toFixed(1)} ms`
+        : (i === j ? 'one node: no pair to measure' : 'no pair to measure'),
+    }, cell ? cell.median_ms.toFixed(1) : '—'))));
+  const out = table(caption, [data.level, ...groups.map((g) => g.name)], rows);
+  out.querySelector('table').classList.add('matrix');
   return out;
 }
 
@@ -126,16 +173,22 @@ function usageChart(data) {
     domain: String(r.domain ?? r.name ?? '?'), contributed: num(r.contributed), consumed: num(r.consumed),
   })).filter((r) => Number.isFinite(r.contributed) && Number.isFinite(r.consumed));
   if (!pairs.length) return null;
-  const max = Math.max(1, ...pairs.flatMap((r) => [r.contributed, r.consumed]));
+  const max = Math.max(...pairs.flatMap((r) => [r.contributed, r.consumed])) || 1;
   const width = 480;
   const rowH = 34;
-  const chart = svg('svg', { class: 'usage', viewBox: `0 0 ${width + 140} ${pairs.length * rowH + 10}`, role: 'img',
-    'aria-label': pairs.map((r) => `${r.domain}: contributed ${r.contributed}, consumed ${r.consumed}`).join('; ') });
+  const f = (v) => `${v.toFixed(v < 1 ? 3 : 1)} s`;  // CPU-seconds
+  const chart = svg('svg', { class: 'usage', viewBox: `0 0 ${width + 220} ${pairs.length * rowH + 10}`, role: 'img',
+    'aria-label': pairs.map((r) => `${r.domain}: contributed ${f(r.contributed)}, consumed ${f(r.consumed)} of CPU`).join('; ') });
   pairs.forEach((r, i) => {
     const y = 5 + i * rowH;
-    chart.append(svg('text', { x: 0, y: y + 18, class: 'name' }, r.domain),
-      svg('rect', { class: 'contributed', x: 130, y, height: 12, width: (width * r.contributed) / max }),
-      svg('rect', { class: 'consumed', x: 130, y: y + 14, height: 12, width: (width * r.consumed) / max }));
+    const wc = (width * r.contributed) / max;
+    const wu = (width * r.consumed) / max;
+    chart.append(svg('g', { 'data-domain': r.domain, 'data-contributed': r.contributed, 'data-consumed': r.consumed },
+      svg('text', { x: 0, y: y + 18, class: 'name' }, r.domain),
+      svg('rect', { class: 'contributed', x: 130, y, height: 12, width: wc }),
+      svg('text', { x: 136 + wc, y: y + 10, class: 'figure contributed-figure' }, f(r.contributed)),
+      svg('rect', { class: 'consumed', x: 130, y: y + 14, height: 12, width: wu }),
+      svg('text', { x: 136 + wu, y: y + 24, class: 'figure consumed-figure' }, f(r.consumed))));
   });
   return h('figure', {}, chart, h('figcaption', {}, 'CPU-seconds contributed (upper, green) and consumed (lower, blue) per domain'));
 }

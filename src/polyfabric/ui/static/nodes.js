@@ -1,9 +1,12 @@
 // Nodes: the paged, server-filtered table, and one node's page with its lifecycle actions.
 import { ApiError, get, post, serves } from './api.js';
-import { age, announce, badge, bytes, clear, h, keepFocus, render, table, when } from './dom.js';
+import { age, announce, badge, bytes, clear, h, keepFocus, render, svg, table, when } from './dom.js';
 
 const STATES = ['', 'pending', 'active', 'cordoned', 'suspended', 'draining', 'retired', 'down', 'quarantined'];
 const PAGE = 50;
+// The table's sparklines: one read for the page's nodes, again at most every RECENT_MS.
+const RECENT = '/v1/telemetry/recent';
+const RECENT_MS = 15000;
 // Kept while the tab lives, so that coming back to the list keeps its filters.
 const filters = { state: '', domain: '', label: '' };
 
@@ -53,6 +56,32 @@ export async function nodesPage(main) {
     h('div', {}, h('label', { for: 'f-label' }, 'Label'), label),
     h('button', { type: 'submit' }, 'Filter'));
 
+  // The last sparkline read (for which page of nodes, when, what it answered) and the rows shown.
+  let recent = { key: '', at: 0, data: null };
+  let shown = { key: '', nodes: [], cells: [] };
+
+  async function sparks(nodes, cells) {
+    const key = nodes.map((n) => n.id).join(',');
+    shown = { key, nodes, cells };
+    const draw = (data) => {
+      if (shown.key === key) shown.nodes.forEach((n, i) => clear(shown.cells[i], recentUse(data, n.id)));
+    };
+    if (recent.key === key && recent.data) draw(recent.data);  // what is known now, then fresher
+    if (!nodes.length || (recent.key === key && Date.now() - recent.at < RECENT_MS)) return;
+    if (!(await serves('GET', RECENT))) { cells.forEach((c) => clear(c, '—')); return; }
+    recent = { key, at: Date.now(), data: recent.key === key ? recent.data : null };
+    let data;
+    try {
+      data = await get(RECENT, { node: nodes.map((n) => n.id), since: '15m' });
+    } catch (exc) {
+      if (shown.key === key && !recent.data) shown.cells.forEach((c) => clear(c, h('span', { class: 'muted', title: exc.message }, '—')));
+      return;
+    }
+    if (recent.key !== key) return;  // another page's read started meanwhile
+    recent.data = data;
+    draw(data);
+  }
+
   let reads = 0;
   async function load(quiet = false) {
     const after = cursors[cursors.length - 1];
@@ -66,7 +95,8 @@ export async function nodesPage(main) {
       clear(results, h('p', { class: 'error', role: 'alert' }, exc.message));
       return;
     }
-    const rows = nodes.map((n) => h('tr', { 'data-node': n.name, 'data-state': n.state },
+    const cells = nodes.map(() => h('td', { class: 'recent' }));
+    const rows = nodes.map((n, i) => h('tr', { 'data-node': n.name, 'data-state': n.state },
       h('th', { scope: 'row' }, h('a', { href: `#/nodes/${encodeURIComponent(n.id)}` }, n.name)),
       h('td', {}, badge(n.state)),
       h('td', {}, conditionList(n)),
@@ -74,7 +104,8 @@ export async function nodesPage(main) {
       h('td', {}, n.domain),
       h('td', {}, labels(n)),
       h('td', {}, capacity(n)),
-      h('td', {}, use(n))));
+      h('td', {}, use(n)),
+      cells[i]));
     const page = cursors.length;
     const restore = keepFocus(results);
     const prev = h('button', { type: 'button', disabled: page === 1, onclick: () => { cursors.pop(); load(); } },
@@ -83,10 +114,11 @@ export async function nodesPage(main) {
       onclick: () => { cursors.push(nodes[nodes.length - 1].name); load(); } }, 'Next');
     clear(results,
       nodes.length ? table(`Nodes, page ${page}`, ['Name', 'State', 'Conditions', 'Heartbeat', 'Domain', 'Labels',
-        'Capacity', 'Use'], rows) : h('p', {}, 'No nodes match.'),
+        'Capacity', 'Use', 'Recent CPU · memory'], rows) : h('p', {}, 'No nodes match.'),
       h('nav', { class: 'pager', 'aria-label': 'Pages' }, prev, h('span', {}, `page ${page}`), next));
     restore();
     if (!quiet) announce(`${nodes.length} nodes on page ${page}`);
+    sparks(nodes, cells);
   }
 
   form.addEventListener('submit', (event) => {
@@ -233,4 +265,33 @@ function sparkline(name, values) {
   line.setAttribute('points', points);
   el.append(line);
   return h('figure', {}, el, h('figcaption', {}, name.replace('_', ' ')));
+}
+
+// One node's CPU and memory in the table: two small lines over the read's span (no axes; the
+// label says the latest and the peak).
+function recentUse(data, id) {
+  const rows = data && data.nodes ? data.nodes[id] : null;
+  const fields = (data && data.fields) || ['at', 'cpu_percent', 'memory_percent'];
+  if (!rows || rows.length < 2) return h('span', { class: 'muted', title: 'no telemetry history yet' }, '—');
+  const minutes = Math.max(1, Math.round((Date.now() / 1000 - data.since) / 60));
+  return [['CPU', 'cpu', 'cpu_percent'], ['Memory', 'memory', 'memory_percent']].map(([label, metric, field]) => {
+    const column = fields.indexOf(field);
+    const values = rows.map((r) => r[column]).filter((v) => typeof v === 'number');
+    return miniSpark(`${label}, last ${minutes} min`, metric, values);
+  });
+}
+
+function miniSpark(name, metric, values) {
+  if (values.length < 2) return h('span', { class: 'mini muted' }, '—');
+  const w = 72;
+  const ht = 16;
+  const points = values.map((v, i) => `${((i / (values.length - 1)) * w).toFixed(1)},`
+    + `${(ht - 1 - (Math.max(0, Math.min(100, v)) / 100) * (ht - 2)).toFixed(1)}`).join(' ');
+  const last = values[values.length - 1];
+  return h('span', { class: 'mini' },
+    svg('svg', { class: `spark small m-${metric}`, viewBox: `0 0 ${w} ${ht}`, role: 'img', 'data-metric': metric,
+      'data-points': values.length, 'aria-label': `${name}: now ${last.toFixed(0)}%, peak ${Math.max(...values).toFixed(0)}%` },
+    svg('title', {}, `${name}: now ${last.toFixed(0)}%, peak ${Math.max(...values).toFixed(0)}%`),
+    svg('polyline', { points })),
+    h('span', { class: 'meter-text', 'aria-hidden': 'true' }, `${metric === 'cpu' ? 'C' : 'M'} ${last.toFixed(0)}%`));
 }
