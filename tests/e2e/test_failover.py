@@ -239,6 +239,13 @@ def test_a_paused_leader_is_replaced_and_stands_down_when_it_resumes(cluster_of,
     stood_down_s = time.monotonic() - resumed_at
     assert (_health(first.url) or {}).get("leader") == standby.url
     assert _leader(cluster.coordinators) is standby
+    # Every coordinator serves reads from the store: the deposed one answers about the running
+    # job itself, with no redirect to the leader; a leader-only call it points at the leader.
+    auth = {"Authorization": f"Bearer {cluster.token}"}
+    read = httpx.get(f"{first.url}/v1/jobs/{job_id}", headers=auth, timeout=5)
+    assert read.status_code == 200 and read.json()["id"] == job_id, read.text
+    write = httpx.post(f"{first.url}/v1/jobs/{job_id}/pause", headers=auth, timeout=5)
+    assert write.status_code == 503 and write.headers["x-polyfabric-leader"] == standby.url, write.text
 
     job = cluster.jobs.wait(job_id, timeout=120)
     assert job["status"] == "succeeded", f"{job}\n{cluster.logs()}"
