@@ -34,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +60,10 @@ __all__ = [
     "node_context",
     "parse_owner_policy",
     "parse_policy",
+    "placement",
+    "placement_rules",
+    "share_findings",
+    "share_limits",
     "task_context",
     "time_context",
 ]
@@ -478,19 +482,79 @@ def check_limits(policy: Policy, task: Mapping[str, Any], node: Mapping[str, Any
         timeout = task.get("timeout_s")
         if timeout is None or timeout > limits.max_runtime_s:
             problems.append(f"timeout {timeout or 'none'} exceeds the maximum runtime {limits.max_runtime_s:g}s")
-    if node is not None and limits.max_cpu_share is not None:
-        foreign = task.get("domain") != node.get("domain")
-        if foreign or not limits.foreign_only:
-            cap = int(node.get("cpu") or 0)
-            cpu = int(task.get("cpu") or 0) + foreign_cpu
-            if cap and cpu > limits.max_cpu_share * cap:
-                problems.append(f"{'foreign ' if limits.foreign_only else ''}CPU on node {node.get('name')} "
-                                f"would be {cpu}m of {cap}m (max share {limits.max_cpu_share:g})")
+    if node is not None:
+        problem = _cpu_share_problem(limits, task, node, foreign_cpu)
+        if problem:
+            problems.append(problem)
+    return _limits_finding(policy, problems)
+
+
+def _cpu_share_problem(limits: Limits, task: Mapping[str, Any], node: Mapping[str, Any],
+                       foreign_cpu: int) -> str | None:
+    if limits.max_cpu_share is None or (limits.foreign_only and task.get("domain") == node.get("domain")):
+        return None
+    cap = int(node.get("cpu") or 0)
+    cpu = int(task.get("cpu") or 0) + foreign_cpu
+    if cap and cpu > limits.max_cpu_share * cap:
+        return (f"{'foreign ' if limits.foreign_only else ''}CPU on node {node.get('name')} "
+                f"would be {cpu}m of {cap}m (max share {limits.max_cpu_share:g})")
+    return None
+
+
+def _limits_finding(policy: Policy, problems: Sequence[str]) -> Finding:
     ok = not problems
     reason = "; ".join(problems)
     if not ok and policy.reason:
         reason = f"{policy.reason} ({reason})"
     return Finding(policy.scope, policy.name, policy.version, ok, reason, policy.dry_run)
+
+
+# -- placement: what the scheduler's policy filters and `policy test` both decide with -------------------
+
+
+def placement_rules(policies: Iterable[Policy]) -> tuple[Policy, ...]:
+    """The policies asked per (task, node) through their `when` and `allow`: placement policies,
+    and remediation policies whose action is `block` (a node that violates one takes no new task;
+    cordon and quarantine are left to a controller). The scheduler's `policy` filter and
+    `placement()` both take theirs from here."""
+    return tuple(p for p in policies if p.kind == "placement" or (p.kind == "remediation" and p.action == "block"))
+
+
+def share_limits(policies: Iterable[Policy]) -> tuple[Policy, ...]:
+    """Limits policies with a `max_cpu_share`: what the `policy_share` filter and `placement()` check."""
+    return tuple(p for p in policies if p.kind == "limits" and p.limits is not None
+                 and p.limits.max_cpu_share is not None)
+
+
+def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Mapping[str, Any],
+                   foreign_cpu: Callable[[], int], holds: Callable[[Rule], bool]) -> list[Finding]:
+    """The CPU-share limits (`share_limits`) on one task placed on one node, one finding per limit
+    that applies. The one decision the scheduler's `policy_share` filter and `placement()` (so
+    `policy test`) both make.
+
+    `task` needs `domain` and `cpu`, `node` `domain`, `cpu` and `name`. `foreign_cpu()` is the CPU
+    that tasks of other domains than the node's already hold there (asked once, and only when a
+    limit applies). `holds(rule)` says whether a policy's `when` holds (false when it cannot be
+    evaluated). A limit with `foreign_only` (the default) skips tasks of the node's own domain;
+    one of scope domain:D applies to D's jobs and to D's nodes."""
+    out = []
+    used: int | None = None
+    task_domain, node_domain = task.get("domain"), node.get("domain")
+    for policy in policies:
+        limits = policy.limits
+        if limits is None or limits.max_cpu_share is None:
+            continue
+        if limits.foreign_only and task_domain == node_domain:
+            continue
+        if not policy.applies_to_domains(task_domain, node_domain):
+            continue
+        if policy.when is not None and not holds(policy.when):
+            continue
+        if used is None:
+            used = foreign_cpu()
+        problem = _cpu_share_problem(limits, task, node, used)
+        out.append(_limits_finding(policy, [problem] if problem else []))
+    return out
 
 
 # -- contexts (the variables) -------------------------------------------------------------------------
@@ -565,25 +629,21 @@ def admission(policies: Iterable[Policy], job: Mapping[str, Any], now: float,
 
 def placement(policies: Iterable[Policy], job: Mapping[str, Any], task: Mapping[str, Any],
               node: Mapping[str, Any], now: float, ev: Evaluator | None = None, foreign_cpu: int = 0) -> Decision:
-    """May this task run on this node? Placement policies and limits (CPU share) whose scope is
-    the network, the job's domain or the node's domain. (The scheduler filter does the same with
-    its caches; this plain form serves `policy test` and the tests.)"""
+    """May this task run on this node? What the scheduler's `policy` and `policy_share` filters
+    decide, from the same pieces (`placement_rules` and `evaluate`, `share_limits` and
+    `share_findings`), without their caches: the policies of `placement_rules` whose scope is the
+    network, the job's domain or the node's domain, and the CPU-share limits, `foreign_cpu` being
+    what tasks of other domains already hold on the node. Serves `policy test` and the tests."""
     ev = (ev or Evaluator()).bind(job=job, task=task, node=node, now=time_context(now))
     findings: list[Finding] = []
-    for policy in policies:
-        if policy.kind not in ("placement", "limits") or not policy.applies_to_domains(
-                job.get("domain"), node.get("domain")):
-            continue
-        if policy.kind == "limits":
-            if policy.limits is None or policy.limits.max_cpu_share is None:
-                continue
-            if policy.when is not None and not ev.truth(policy.when)[0]:
-                continue
-            findings.append(check_limits(policy, {**task, "command": []}, node, foreign_cpu))
+    for policy in placement_rules(policies):
+        if not policy.applies_to_domains(job.get("domain"), node.get("domain")):
             continue
         finding = evaluate(policy, ev)
         if finding is not None:
             findings.append(finding)
+    findings.extend(share_findings(share_limits(policies), task, node, lambda: foreign_cpu,
+                                   lambda rule: bool(ev.truth(rule)[0])))
     return combine(findings)
 
 

@@ -26,6 +26,7 @@ from polyfabric.domain.policy import (
     node_context,
     parse_policy,
     placement,
+    share_limits,
     task_context,
 )
 from polyfabric.scheduling.filters.policy import PolicyAttributes
@@ -186,10 +187,11 @@ class PolicyService:
                                      state=node.state.value, cpu=node.capacity.cpu_millis,
                                      memory=node.capacity.memory_bytes, gpus=node.capacity.gpus,
                                      slots=node.capacity.slots)
+            foreign_cpu = self._foreign_cpu(node.id, node.domain) if share_limits(candidates) else 0
             per_task = {}
             for name in spec.tasks:
                 attrs = attributes_of(spec, job, tasks, name)
-                decision = placement(candidates, job, tasks[name], variables, now)
+                decision = placement(candidates, job, tasks[name], variables, now, foreign_cpu=foreign_cpu)
                 entry = decision.to_dict()
                 if attrs.requires is not None and decision.allowed:
                     from polyfabric.domain.policy import Evaluator, time_context
@@ -201,9 +203,28 @@ class PolicyService:
                         entry["reasons"] = [f"the task requires {attrs.requires.source}: "
                                             + ("false on this node" if ok is False else problem)]
                 per_task[name] = entry
-            out_nodes.append({"node_id": node.id, "name": node.name, "domain": node.domain, "tasks": per_task})
+            out_nodes.append({"node_id": node.id, "name": node.name, "domain": node.domain,
+                              "foreign_cpu": foreign_cpu, "tasks": per_task})
         return {"policies": [p.ref if p.version else f"{p.name} (given)" for p in candidates],
                 "admission": admitted.to_dict(), "nodes": out_nodes}
+
+    def _foreign_cpu(self, node_id: str, node_domain: str) -> int:
+        """The CPU (millicores) that attempts of other domains than the node's hold on it now
+        (leased or running), as the scheduler's `policy_share` filter counts it; 0 where this
+        coordinator does not know (it holds no runtime, or is not the leader)."""
+        held = getattr(self._runtime, "assignments_on", None)
+        if held is None:
+            return 0
+        foreign = [a["task_id"] for a in held(node_id) if a.get("domain") != node_domain]
+        if not foreign:
+            return 0
+        total = 0
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            for task_id in foreign:
+                row = uow.jobs.get_task(task_id)
+                resources = ((row or {}).get("payload") or {}).get("resources") or {}
+                total += int(resources.get("cpu_millis") or 0)
+        return total
 
 
 def describe(decision: Decision) -> str:

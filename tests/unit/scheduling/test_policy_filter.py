@@ -7,12 +7,15 @@ from __future__ import annotations
 import dataclasses
 import random
 
-from polyfabric.domain.policy import compile_rule, job_context, parse_policy, task_context
+from polyfabric.domain.policy import compile_rule, job_context, parse_policy, placement, task_context
 from polyfabric.scheduling import default_profile, schedule
-from polyfabric.scheduling.filters.policy import PolicyAttributes
+from polyfabric.scheduling.filters.policy import PolicyAttributes, PolicyFilter, PolicyShareFilter, node_variables
+from polyfabric.scheduling.framework import CycleState, Status
 from polyfabric.scheduling.registry import with_policies
 
-from .builders import node, res, task, view
+from .builders import node, res, running, task, view
+
+NOON = 1_790_000_000.0 - 1_790_000_000.0 % 86400 + 12 * 3600
 
 RESIDENCY = parse_policy({"name": "residency-eu", "kind": "placement",
                           "when": '"residency" in task.labels', "allow": 'node.labels.region == "eu"',
@@ -104,3 +107,70 @@ def test_a_blocking_remediation_policy_keeps_new_tasks_off_nodes_that_violate_it
     assert plan.placements[0].node_id == "eu0"
     none = schedule(view(*nodes(n_eu=0)), [t], profile, random.Random(1))
     assert "policy must-be-eu v2 (network)" in none.unplaced[0].reason_summary
+
+
+def test_a_cpu_share_limit_with_when_caps_only_the_tasks_it_names_and_builds_no_evaluator_per_check(
+        monkeypatch):
+    share = parse_policy({"name": "batch-share", "kind": "limits", "when": 'task.labels.kind == "batch"',
+                          "limits": {"max_cpu_share": 0.5}}, version=1)
+    profile = with_policies(default_profile(), [share])
+    import polyfabric.scheduling.filters.policy as module
+
+    def no_new_evaluator() -> None:
+        raise AssertionError("an Evaluator built per check")
+
+    monkeypatch.setattr(module, "Evaluator", no_new_evaluator)  # the filter keeps the one it was built with
+    other = [with_attrs(task(f"o{i}", seq=i, domain="ops", resources=res(1, 1)),
+                        attrs({"kind": "web"}, domain="ops"), "web") for i in range(2)]
+    batch = [with_attrs(task(f"b{i}", seq=10 + i, domain="ops", resources=res(1, 1)),
+                        attrs({"kind": "batch"}, domain="ops"), "batch") for i in range(4)]
+    plan = schedule(view(node("n", cpu=8, domain="acme")), batch + other, profile, random.Random(1))
+    placed = {p.task_id for p in plan.placements}
+    assert {"o0", "o1"} <= placed  # the limit does not apply to them
+    # batch: while foreign work (the web tasks placed first included) stays within half of 8 cpu
+    assert len(placed & {f"b{i}" for i in range(4)}) == 2
+    assert all("cpu share" in next(iter(u.reason_summary)) for u in plan.unplaced)
+
+
+AGREE = [
+    RESIDENCY,
+    parse_policy({"name": "zoned", "kind": "remediation", "action": "block", "allow": "has(node.labels.zone)"},
+                 version=1),
+    parse_policy({"name": "retire-old", "kind": "remediation", "action": "cordon",
+                  "allow": '!has(node.labels.tier) || node.labels.tier != "old"'}, version=1),  # a controller's
+    parse_policy({"name": "lab-low", "kind": "placement", "scope": "domain:lab", "allow": "job.priority < 5"},
+                 version=2),
+    parse_policy({"name": "try-gpu", "kind": "placement", "mode": "dry-run", "allow": "node.gpus > 0"}, version=1),
+    parse_policy({"name": "batch-share", "kind": "limits", "when": 'task.labels.kind == "batch"',
+                  "limits": {"max_cpu_share": 0.5}}, version=1),
+    parse_policy({"name": "ops-share", "kind": "limits", "scope": "domain:ops",
+                  "limits": {"max_cpu_share": 0.75, "foreign_only": False, "max_runtime": "1m"}}, version=1),
+]
+
+
+def test_the_scheduler_filters_and_placement_decide_alike():
+    """`policy test` (domain.policy.placement) and the scheduler's `policy` + `policy_share` filters
+    give the same answer for every task and node, whatever kinds of policy are in force."""
+    rng = random.Random(6)
+    domains = ("lab", "ops", "acme")
+    for case in range(300):
+        labels = {k: v for k, v in (("zone", rng.choice(["a", None])), ("region", rng.choice(["eu", "us"])),
+                                    ("tier", rng.choice(["old", "new"]))) if v is not None}
+        node_domain, task_domain = rng.choice(domains), rng.choice(domains)
+        held = [running(f"r{i}", "n", domain=rng.choice(domains), resources=res(rng.choice([0.5, 1, 2]), 1))
+                for i in range(rng.randint(0, 3))]
+        n = node("n", cpu=8, domain=node_domain, labels=labels, running=held)
+        t = task_context(name="w", labels={k: v for k, v in (("kind", rng.choice(["batch", "web"])),
+                                                                ("residency", rng.choice(["eu", None])))
+                                           if v is not None},
+                         cpu=rng.choice([500, 1000, 3000]), domain=task_domain)
+        j = job_context(id="j", name="wf", domain=task_domain, priority=rng.randint(0, 9), tasks=[t])
+        a = PolicyAttributes(job=j, task=t)
+        flt, share = PolicyFilter(AGREE), PolicyShareFilter(AGREE)
+        request = dataclasses.replace(task("t", domain=task_domain, resources=res(t["cpu"] / 1000, 1)),
+                                      policy_class=flt.policy_class(a, "wf/w"), attributes=a)
+        cycle = CycleState(view(n), now=NOON)
+        passes = all(f.check(request, n, cycle).status == Status.PASS for f in (flt, share))
+        foreign = sum(r.resources.cpu_millis for r in held if r.domain != node_domain)
+        decision = placement(AGREE, j, t, node_variables(n), NOON, foreign_cpu=foreign)
+        assert passes == decision.allowed, (case, decision.describe(), n, t)

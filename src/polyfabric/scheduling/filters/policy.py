@@ -33,7 +33,17 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from polyfabric.domain.policy import Evaluator, Finding, Policy, Rule, check_limits, judge, time_context
+from polyfabric.domain.policy import (
+    Evaluator,
+    Finding,
+    Policy,
+    Rule,
+    judge,
+    placement_rules,
+    share_findings,
+    share_limits,
+    time_context,
+)
 from polyfabric.scheduling.framework import PASS, CycleState, Scope, Status, Verdict
 from polyfabric.scheduling.view import NodeView, TaskRequest
 
@@ -134,9 +144,9 @@ class PolicyFilter:
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
         # Placement policies, and remediation policies whose action is `block`: a node that
-        # violates one takes no new task (cordon / quarantine are left to a controller).
-        self.policies = tuple(p for p in policies if p.kind == "placement"
-                              or (p.kind == "remediation" and p.action == "block"))
+        # violates one takes no new task (cordon / quarantine are left to a controller). The same
+        # selection as domain.policy.placement(), which `policy test` uses.
+        self.policies = placement_rules(policies)
         self._prepared = [_Prepared(p) for p in self.policies]
         self._last: _PassCache | None = None
         self._ev = Evaluator()
@@ -342,8 +352,8 @@ class PolicyShareFilter:
     scope = Scope.TASK
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
-        self.policies = tuple(p for p in policies if p.kind == "limits" and p.limits is not None
-                              and p.limits.max_cpu_share is not None)
+        self.policies = share_limits(policies)
+        self._ev = Evaluator()  # for the limits' `when` (one filter is asked by one pass at a time)
 
     def _foreign(self, node: NodeView, cycle: CycleState) -> int:
         """CPU that tasks of other domains hold on the node: running plus placed in this pass
@@ -361,30 +371,25 @@ class PolicyShareFilter:
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         if not self.policies:
             return PASS
-        foreign_task = task.domain != node.domain
         attrs: PolicyAttributes | None = task.attributes
-        foreign: int | None = None
-        for policy in self.policies:
-            limits = policy.limits
-            assert limits is not None and limits.max_cpu_share is not None
-            if limits.foreign_only and not foreign_task:
-                continue
-            own = policy.domain
-            if own is not None and own != task.domain and own != node.domain:
-                continue
-            if policy.when is not None and attrs is not None:
-                ev = Evaluator()
-                ev.bind(job=attrs.job, task=attrs.task, node=node_variables(node), now=time_context(cycle.now))
-                if not ev.truth(policy.when)[0]:
-                    continue
-            if foreign is None:
-                foreign = self._foreign(node, cycle)
-            cap = node.capacity.cpu_millis
-            if cap and task.resources.cpu_millis + foreign > limits.max_cpu_share * cap:
-                if policy.dry_run:
-                    continue
-                finding = check_limits(policy, {"domain": task.domain, "cpu": task.resources.cpu_millis},
-                                       {"domain": node.domain, "cpu": cap, "name": node.name}, foreign)
+        bound = False
+
+        def holds(rule: Rule) -> bool:
+            nonlocal bound
+            if attrs is None:
+                return True  # a task without policy attributes: its limits apply unconditionally
+            if not bound:
+                self._ev.bind(job=attrs.job, task=attrs.task, node=node_variables(node),
+                              now=time_context(cycle.now))
+                bound = True
+            return bool(self._ev.truth(rule)[0])
+
+        cap = node.capacity.cpu_millis
+        findings = share_findings(self.policies, {"domain": task.domain, "cpu": task.resources.cpu_millis},
+                                  {"domain": node.domain, "cpu": cap, "name": node.name},
+                                  lambda: self._foreign(node, cycle), holds)
+        for finding in findings:
+            if not finding.allowed and not finding.dry_run:
                 return Verdict(Status.NOT_NOW, self.name,
                                f"node {node.name}: denied by {finding.scope} policy {finding.ref}: {finding.reason}",
                                f"policy {finding.ref} ({finding.scope}): cpu share")
