@@ -527,19 +527,21 @@ def share_limits(policies: Iterable[Policy]) -> tuple[Policy, ...]:
 
 
 def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Mapping[str, Any],
-                   foreign_cpu: Callable[[], int], holds: Callable[[Rule], bool]) -> list[Finding]:
+                   foreign_cpu: Callable[[], int], holds: Callable[[Rule], bool], *,
+                   only_denies: bool = False) -> list[Finding]:
     """The CPU-share limits (`share_limits`) on one task placed on one node, one finding per limit
-    that applies. The one decision the scheduler's `policy_share` filter and `placement()` (so
-    `policy test`) both make.
+    that applies (`only_denies`: only the denying ones, dry-run included). The one decision the
+    scheduler's `policy_share` filter and `placement()` (so `policy test`) both make.
 
     `task` needs `domain` and `cpu`, `node` `domain`, `cpu` and `name`. `foreign_cpu()` is the CPU
     that tasks of other domains than the node's already hold there (asked once, and only when a
     limit applies). `holds(rule)` says whether a policy's `when` holds (false when it cannot be
     evaluated). A limit with `foreign_only` (the default) skips tasks of the node's own domain;
     one of scope domain:D applies to D's jobs and to D's nodes."""
-    out = []
+    out: list[Finding] = []
     used: int | None = None
     task_domain, node_domain = task.get("domain"), node.get("domain")
+    cap, cpu = int(node.get("cpu") or 0), int(task.get("cpu") or 0)
     for policy in policies:
         limits = policy.limits
         if limits is None or limits.max_cpu_share is None:
@@ -552,8 +554,10 @@ def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Ma
             continue
         if used is None:
             used = foreign_cpu()
-        problem = _cpu_share_problem(limits, task, node, used)
-        out.append(_limits_finding(policy, [problem] if problem else []))
+        if cap and cpu + used > limits.max_cpu_share * cap:
+            out.append(_limits_finding(policy, [_cpu_share_problem(limits, task, node, used) or ""]))
+        elif not only_denies:
+            out.append(Finding(policy.scope, policy.name, policy.version, True, "", policy.dry_run))
     return out
 
 

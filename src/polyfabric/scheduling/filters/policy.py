@@ -387,9 +387,9 @@ class PolicyShareFilter:
         cap = node.capacity.cpu_millis
         findings = share_findings(self.policies, {"domain": task.domain, "cpu": task.resources.cpu_millis},
                                   {"domain": node.domain, "cpu": cap, "name": node.name},
-                                  lambda: self._foreign(node, cycle), holds)
+                                  lambda: self._foreign(node, cycle), holds, only_denies=True)
         for finding in findings:
-            if not finding.allowed and not finding.dry_run:
+            if not finding.dry_run:
                 return Verdict(Status.NOT_NOW, self.name,
                                f"node {node.name}: denied by {finding.scope} policy {finding.ref}: {finding.reason}",
                                f"policy {finding.ref} ({finding.scope}): cpu share")
