@@ -112,6 +112,96 @@ def test_a_local_pool_grows_under_waiting_work_and_shrinks_when_idle(fabric: Fab
         _kill_members(fabric, name)
 
 
+# A task that runs until the test creates its release file (at most 120 s, then fails).
+_GATED = ("import os, sys, time\n"
+          "deadline = time.monotonic() + 120\n"
+          "while not os.path.exists(sys.argv[1]) and time.monotonic() < deadline:\n"
+          "    time.sleep(0.02)\n"
+          "sys.exit(0 if os.path.exists(sys.argv[1]) else 3)\n")
+
+
+def test_an_idle_node_retires_while_a_busy_one_keeps_its_running_task(fabric: Fabric, workflows: Workflows):
+    """Two tasks on two pool nodes (one slot each), each held by a release file: the node whose
+    task ended drains and retires after the idle period while the other, still running its task,
+    stays Active and undrained; released, that one drains only after its attempt finished."""
+    name = fabric.unique("busy")
+    idle_s = 2.0
+    gate = {i: workflows.path(f"{name}.release-{i}") for i in (0, 1)}
+    for path in gate.values():
+        path.unlink(missing_ok=True)
+    fabric.admin.post("/v1/pools", {
+        "name": name, "domain": "test", "provider": "local", "min": 0, "max": 2, "slots": 1,
+        "labels": {"role": name}, "idle": idle_s, "scale_up_after": 0.5, "start_timeout": 90,
+        "cpu": "1", "memory": "1Gi", "provider_config": {"agent_args": ["--kill-grace", "1", "--stop-grace", "0"]}})
+    try:
+        job_id = workflows.submit({"name": "held-on-two-nodes", "tasks": {"hold": {
+            "foreach": [0, 1], "constraints": {"role": name},
+            "command": [sys.executable, "-c", _GATED, str(workflows.path(f"{name}.release-")) + "{{ item }}"]}}})
+        running = {i: workflows.wait_running(job_id, f"hold[{i}]", timeout=90) for i in (0, 1)}
+        node = {i: running[i]["node_id"] for i in (0, 1)}
+        assert node[0] != node[1], running  # one slot a node: two nodes
+        member = {i: fabric.node(node[i])["labels"]["pool-member"] for i in (0, 1)}
+        # The autoscaler links a member to its node (and marks it active) on its next pass.
+        _until(fabric, name, lambda: {(m["id"], m["node_id"], m["state"]) for m in _pool(fabric, name)["members"]}
+               == {(member[i], node[i], "active") for i in (0, 1)}, timeout=30, what="both members linked, active")
+
+        def member_of(pool: dict[str, Any], i: int) -> dict[str, Any]:
+            return next(m for m in pool["members"] if m["id"] == member[i])
+
+        # Task 0 ends; task 1 keeps running on the other node.
+        gate[0].touch()
+        workflows.wait_task(job_id, "hold[0]", lambda t: t["status"] == "succeeded", what="succeeded")
+        short_end = workflows.task(job_id, "hold[0]")["attempts"][-1]["finished_at"]
+
+        def short_node_retired() -> bool:
+            pool = _pool(fabric, name)
+            # At every look, the busy node is still in the pool and Active.
+            assert member_of(pool, 1)["state"] == "active", pool
+            return member_of(pool, 0)["state"] == "stopped"
+
+        _until(fabric, name, short_node_retired, timeout=30, what="the idle node drained and retired")
+        assert fabric.node(node[0])["state"] == "retired"
+        assert fabric.node(node[1])["state"] == "active"
+        assert workflows.task(job_id, "hold[1]")["status"] == "running"
+        pool = _pool(fabric, name)
+        assert pool["size"] == 1 and (member_of(pool, 1)["state"], member_of(pool, 1)["idle_since"]) == (
+            "active", None), pool  # busy: not counted idle
+        # The audit chain at this moment: one drain, of the idle member, for idleness; the busy
+        # node has no transition since it became Active.
+        drains = [r for r in fabric.audit(kind="pool.scaled", subject=f"pool:{name}") if r["details"]["drain"]]
+        assert [r["details"]["drain"] for r in drains] == [[member[0]]], drains
+        assert "idle" in drains[0]["cause"] and drains[0]["details"]["signal"]["waiting_tasks"] == 0
+        to_draining = [r for r in fabric.transitions(node[0]) if r["details"].get("to") == "draining"]
+        assert len(to_draining) == 1 and to_draining[0]["actor"] == "system:autoscaler", to_draining
+        assert to_draining[0]["at"] >= short_end + idle_s - 0.25, (to_draining, short_end)  # idle for the period
+        assert not [r for r in fabric.transitions(node[1]) if r["details"].get("to") in ("draining", "retired")], \
+            fabric.transitions(node[1])
+
+        # Released: task 1 ends, then (idle for the period) its node drains and the pool is empty.
+        released_at = time.time()
+        gate[1].touch()
+        final = workflows.wait(job_id, timeout=30)
+        assert final["status"] == "succeeded", (final, workflows.logs())
+        _until(fabric, name, lambda: _pool(fabric, name)["size"] == 0
+               and all(m["state"] == "stopped" for m in _pool(fabric, name)["members"]),
+               timeout=30, what="the pool back to 0 nodes")
+        assert fabric.node(node[1])["state"] == "retired"
+        long_task = workflows.task(job_id, "hold[1]")
+        attempts = long_task["attempts"]
+        assert [(a["status"], a["node_id"]) for a in attempts] == [("succeeded", node[1])], attempts
+        to_draining = [r for r in fabric.transitions(node[1]) if r["details"].get("to") == "draining"]
+        assert len(to_draining) == 1 and to_draining[0]["actor"] == "system:autoscaler", to_draining
+        assert to_draining[0]["at"] >= released_at and to_draining[0]["at"] >= attempts[0]["finished_at"], (
+            to_draining, released_at, attempts)
+        drains = [r for r in fabric.audit(kind="pool.scaled", subject=f"pool:{name}") if r["details"]["drain"]]
+        assert [r["details"]["drain"] for r in drains] == [[member[0]], [member[1]]], drains
+        assert len(_pool(fabric, name)["members"]) == 2  # no node was started beyond the two
+    finally:
+        for path in gate.values():
+            path.touch()  # a task still held ends rather than outlive the test
+        _kill_members(fabric, name)
+
+
 def test_the_minimum_is_kept_and_the_domain_quota_caps_growth(fabric: Fabric, workflows: Workflows):
     name = fabric.unique("steady")
     domain = fabric.unique("quota")
