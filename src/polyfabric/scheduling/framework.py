@@ -222,6 +222,7 @@ class CycleState:
     """
 
     __slots__ = (
+        "_foreign",
         "_free",
         "_nodes",
         "_placed",
@@ -247,6 +248,7 @@ class CycleState:
         self._free: dict[str, Resources] = {}
         self._tasks: dict[str, int] = dict(view.usage.by_node)
         self._placed: dict[str, list[TaskRequest]] = {}
+        self._foreign: dict[str, tuple[int, int]] = {}  # node id -> (placed tasks counted, CPU)
         self._version: dict[str, int] = {}
         self._where: dict[str, str] = {}
         self.total = view.usage.total
@@ -278,6 +280,27 @@ class CycleState:
     def placed_on(self, node_id: str) -> tuple[TaskRequest, ...]:
         """The tasks this plan placed on the node so far (topology plugins read these)."""
         return tuple(self._placed.get(node_id, ()))
+
+    def foreign_cpu(self, node_id: str) -> int:
+        """CPU that tasks of other domains than the node's hold on it: the running ones plus what
+        this plan placed there. Kept incrementally: only placements made since the last call are
+        added (tallies only grow during a pass)."""
+        placed = self._placed.get(node_id, ())
+        hit = self._foreign.get(node_id)
+        if hit is None:
+            node = self._nodes[node_id]
+            domain = node.domain
+            seen, total = 0, sum(t.resources.cpu_millis for t in node.running if t.domain != domain)
+        else:
+            seen, total = hit
+            if seen == len(placed):
+                return total
+            domain = self._nodes[node_id].domain
+        for task in placed[seen:]:
+            if task.domain != domain:
+                total += task.resources.cpu_millis
+        self._foreign[node_id] = (len(placed), total)
+        return total
 
     def node_of(self, task_id: str) -> str | None:
         """Where this plan placed the task, if it did (topology spread counts siblings by it)."""

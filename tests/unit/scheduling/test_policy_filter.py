@@ -174,3 +174,55 @@ def test_the_scheduler_filters_and_placement_decide_alike():
         foreign = sum(r.resources.cpu_millis for r in held if r.domain != node_domain)
         decision = placement(AGREE, j, t, node_variables(n), NOON, foreign_cpu=foreign)
         assert passes == decision.allowed, (case, decision.describe(), n, t)
+
+
+def test_foreign_cpu_is_kept_incrementally_and_matches_a_recount():
+    n = node("n", cpu=16, domain="acme", running=[running("r1", "n", domain="ops", resources=res(2, 1)),
+                                                   running("r2", "n", domain="acme", resources=res(1, 1))])
+    c = CycleState(view(n))
+    assert c.foreign_cpu("n") == 2000
+    placed = [task("a", domain="ops", resources=res(1, 1)), task("b", domain="acme", resources=res(3, 1)),
+              task("c", domain="lab", resources=res(4, 1))]
+    for i, t in enumerate(placed):
+        c.commit(t, "n")
+        recount = 2000 + sum(p.resources.cpu_millis for p in placed[:i + 1] if p.domain != "acme")
+        assert c.foreign_cpu("n") == recount
+        assert c.foreign_cpu("n") == recount  # asked again without a change: the same
+
+
+def test_the_share_verdict_is_reused_until_the_node_changes():
+    share = parse_policy({"name": "share", "kind": "limits", "limits": {"max_cpu_share": 0.5}}, version=1)
+    flt = PolicyShareFilter([share])
+    n = node("n", cpu=4, domain="acme")
+    c = CycleState(view(n))
+    t = with_attrs(task("t", domain="ops", resources=res(1, 1)), attrs(domain="ops"), "ops")
+    assert flt.check(t, n, c).passed and flt.check(t, n, c).passed
+    c.commit(with_attrs(task("x", domain="ops", resources=res(1, 1)), attrs(domain="ops"), "ops"), "n")
+    assert flt.check(t, n, c).passed  # 1 + 1 of 4 cpu
+    c.commit(with_attrs(task("y", domain="ops", resources=res(1, 1)), attrs(domain="ops"), "ops"), "n")
+    refused = flt.check(t, n, c)
+    assert refused.status is Status.NOT_NOW and "cpu share" in refused.summary
+    own = with_attrs(task("o", domain="acme", resources=res(1, 1)), attrs(domain="acme"), "acme")
+    assert flt.check(own, n, c).passed  # the node's own domain: no foreign limit
+
+
+def test_a_requires_over_the_node_alone_is_evaluated_once_per_node_for_every_policy_class():
+    flt = PolicyFilter([RESIDENCY])
+    ns = nodes(n_eu=1, n_us=1)
+    c = CycleState(view(*ns))
+    calls = []
+    real = flt._ev
+
+    class Counting:
+        def truth(self, rule):
+            calls.append(rule.source)
+            return real.truth(rule)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    flt._ev = Counting()  # type: ignore[assignment]
+    for cls in ("c1", "c2", "c3"):
+        t = with_attrs(task(f"t-{cls}"), attrs({"x": cls}, requires='node.labels.region == "us"'), cls)
+        assert [flt.check(t, n, c).passed for n in ns] == [False, True]
+    assert calls.count('node.labels.region == "us"') == 2  # once per node, not per class and node
