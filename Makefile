@@ -40,7 +40,7 @@ sshd:
 	  || echo "sshd is not installed: the ssh pool test will skip (and fail with CI=true)"
 
 test: $(STAMP) lint chromium sshd
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.heartbeats
