@@ -114,6 +114,7 @@ class _Class:
         "cursor",
         "exhausted",
         "explained",
+        "explained_at",
         "fresh",
         "gone",
         "later",
@@ -149,9 +150,12 @@ class _Class:
         self.later: list[NodeView] = []  # nodes that refused NOT_NOW: preemption candidates
         self.not_now = False
         self.spent_at: int | None = None  # preemption found nothing at this priority
-        # node id -> (node version, first CLASS/CYCLE refusal or None) seen by `_explain`: a class
-        # explained again (for another policy class, other exclusions) re-asks only changed nodes.
-        self.explained: dict[str, tuple[int, Verdict | None]] = {}
+        # Per node in shuffled order, its first NODE/CLASS/CYCLE refusal (None: passes them) as
+        # `_explain` last saw it, and how much of the pass's change log that covers: a class
+        # explained again (for another policy class, other exclusions) re-asks only the nodes
+        # changed since, and touches no other node's state.
+        self.explained: list[Verdict | None] | None = None
+        self.explained_at = 0
 
 
 class _Explained:
@@ -204,6 +208,7 @@ class _Pass:
         self.preemption_nodes = max(4 * self.k, 32)
         self.cycle = CycleState(view, now=now)
         self.versions = self.cycle._version
+        self.changed: list[str] = []  # node ids in the order their tallies changed (commit, reserve)
         self._sort_plugins(profile)
         self._sort_nodes(ordered)
         self.groups: dict[Hashable, dict[str, Verdict | bool]] = {}
@@ -225,6 +230,11 @@ class _Pass:
         self.class_filters: list[Check] = [f.check for f in by_scope[Scope.CLASS]]
         self.cycle_filters: list[Check] = [f.check for f in by_scope[Scope.CYCLE]]
         self.task_filters: list[Check] = [f.check for f in by_scope[Scope.TASK]]
+        # The TASK filters that may answer NEVER (a filter says it never does with
+        # `says_never = False`, as a CPU-share limit, NOT_NOW at most): only they can rule a node
+        # out for good, so only they are asked whether one does (`_never`).
+        self.never_filters: list[Check] = [f.check for f in by_scope[Scope.TASK]
+                                           if getattr(f, "says_never", True)]
         total_weight = sum(w.weight for w in profile.scorers) or 1.0
         self.cached_scorers: list[tuple[Score, float]] = []
         self.task_scorers: list[tuple[Score, float]] = []
@@ -352,6 +362,7 @@ class _Pass:
             if node is not None:
                 node_id = node.id
                 cycle.commit(task, node_id)
+                self.changed.append(node_id)
                 placements.append(Placement(task.task_id, node_id, task.resources))
                 self._mark_dead(node_id)
                 continue
@@ -664,48 +675,89 @@ class _Pass:
         """Why no node takes the class (or, with `task`, this task): every node counted once by
         the first refusal; the NOT_NOW ones are where preemption may help."""
         cycle = self.cycle
-        rep = cs.rep
-        shared = [*self.class_filters, *self.cycle_filters]
         summary: dict[str, int] = {}
         later: list[NodeView] = []
         self.n_explained += len(self.shuffled)
-        memo = cs.explained if EXPLAIN_SHORTCUTS else {}
-        versions = self.versions
-        for node in self.shuffled:
-            verdict = self.refused.get(node.id)
+        shared = self._shared_verdicts(cs)
+        task_filters = self.task_filters if task is not None else None
+        for node, verdict in zip(self.shuffled, shared, strict=True):
+            if verdict is None and task_filters:
+                for check in task_filters:
+                    answer = check(task, node, cycle)  # type: ignore[arg-type]
+                    if answer.status is not _PASS:
+                        verdict = answer
+                        break
             if verdict is None:
-                known = cs.ok.get(node.id)
-                if isinstance(known, Verdict):
-                    verdict = known  # the CLASS refusal the class's group already got
-                else:
-                    # CLASS and CYCLE answers for the class's representative depend only on the
-                    # node and its tallies (framework.py): the same node version, the same answer.
-                    version = versions.get(node.id, 0)
-                    hit = memo.get(node.id)
-                    if hit is not None and hit[0] == version:
-                        verdict = hit[1]
-                    else:
-                        checks = shared if known is None else self.cycle_filters
-                        verdict = _first_refusal(checks, rep, node, cycle)
-                        memo[node.id] = (version, verdict)
-                    if verdict is None and task is not None:
-                        verdict = _first_refusal(self.task_filters, task, node, cycle)
-            key = _UNCHOSEN if verdict is None else verdict.key
+                summary[_UNCHOSEN] = summary.get(_UNCHOSEN, 0) + 1
+                continue
+            key = verdict.key
             summary[key] = summary.get(key, 0) + 1
-            if verdict is not None and verdict.status is _NOT_NOW:
+            if verdict.status is _NOT_NOW:
                 later.append(node)
         if task is None or not self.task_filters:
             return MappingProxyType(summary), later, bool(later)
         # With `task`, `later` is every busy node (see `_Explained`): the task may fit later if
         # one of them is a place it may ever use (no TASK filter says NEVER); the first will do.
-        never = self._never
-        return MappingProxyType(summary), later, any(not never(task, node) for node in later)
+        return MappingProxyType(summary), later, self._any_usable(task, later)
+
+    def _shared_verdicts(self, cs: _Class) -> list[Verdict | None]:
+        """Per node in shuffled order, the first NODE, CLASS or CYCLE refusal for the class's
+        representative (None: it passes them all). CLASS and CYCLE answers depend only on the node
+        and its tallies (framework.py), so a class explained again re-asks only the nodes whose
+        tallies changed since (the pass's change log)."""
+        cycle = self.cycle
+        rep = cs.rep
+        shared = [*self.class_filters, *self.cycle_filters]
+        refused = self.refused
+        ok = cs.ok
+
+        def first(node: NodeView) -> Verdict | None:
+            verdict = refused.get(node.id)
+            if verdict is not None:
+                return verdict
+            known = ok.get(node.id)
+            if isinstance(known, Verdict):
+                return known  # the CLASS refusal the class's group already got
+            return _first_refusal(shared if known is None else self.cycle_filters, rep, node, cycle)
+
+        verdicts = cs.explained if EXPLAIN_SHORTCUTS else None
+        if verdicts is None:
+            verdicts = [first(node) for node in self.shuffled]
+        else:
+            changed = self.changed
+            if cs.explained_at < len(changed):
+                rank = self.rank
+                view = self.view
+                for nid in set(changed[cs.explained_at:]):
+                    verdicts[rank[nid]] = first(view.node(nid))
+        cs.explained = verdicts
+        cs.explained_at = len(self.changed)
+        return verdicts
+
+    def _any_usable(self, task: TaskRequest, nodes: list[NodeView]) -> bool:
+        """Is one of `nodes` not ruled out for good for the task (`_never` false on it)?"""
+        checks = self.never_filters
+        if not checks:
+            return bool(nodes)
+        cycle = self.cycle
+        never = Status.NEVER
+        for node in nodes:
+            for check in checks:
+                if check(task, node, cycle).status is never:
+                    break
+            else:
+                return True
+        return False
 
     def _never(self, task: TaskRequest, node: NodeView) -> bool:
         """A node this task can never use (a TASK filter says NEVER: excluded, a policy) is no
         place to preempt for it, however busy it is."""
         cycle = self.cycle
-        return any(check(task, node, cycle).status is Status.NEVER for check in self.task_filters)
+        never = Status.NEVER
+        for check in self.never_filters:  # noqa: SIM110 - hot path
+            if check(task, node, cycle).status is never:
+                return True
+        return False
 
     def _may_preempt(self, task: TaskRequest, not_now: bool) -> bool:
         """Could `_preempt` search for this task at all (its checks before looking at nodes)?"""
@@ -752,6 +804,7 @@ class _Pass:
         node = choice.node
         victims = tuple(v.task_id for v in choice.victims)
         self.cycle.reserve(task, node.id, choice.reserve, victims)
+        self.changed.append(node.id)
         self._mark_dead(node.id)
         for victim in choice.victims:
             preemptions.append(Preemption(

@@ -380,6 +380,7 @@ class PolicyShareFilter:
 
     name = "policy_share"
     scope = Scope.TASK
+    says_never = False  # NOT_NOW at most: the share frees up when foreign tasks end
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
         self.policies = share_limits(policies)
