@@ -13,35 +13,25 @@ from polyfabric.coordinator.bootstrap import UuidIds
 from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.errors import Conflict, NotPermitted, ValidationError
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.security.sealing import SealError, open_sealed
-from polyfabric.security.signing import sign_bytes
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
 from polyfabric.store import migrate
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 OPERATOR = Principal("token", "at-ops", "ops", Role.OPERATOR, ("test",))
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @pytest.fixture
 def world(tmp_path):
     store = SqlStore(f"sqlite:///{tmp_path / 'db.sqlite'}")
     migrate.upgrade(store.engine)
-    ctx = ServiceContext(store=store, clock=FakeClock(), ids=UuidIds(), signer=_Signer())
+    ctx = ServiceContext(store=store, clock=FakeClock(), ids=UuidIds(), signer=TestSigner())
     services = Services.build(ctx)
     services.secrets.configure(tmp_path / "secrets.key")
     token = services.tokens.create_join(ADMIN, domain="test", ttl_s=None, uses=None).token

@@ -27,8 +27,7 @@ from polyfabric.domain.conditions import DetectorSettings
 from polyfabric.domain.errors import ValidationError
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
@@ -40,6 +39,7 @@ from polyfabric.store.tables import jobs as job_table
 from polyfabric.store.tables import tasks as task_table
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 DOMAIN = "lab"
@@ -54,16 +54,6 @@ Outcome = Callable[[Lease], tuple[str, Any]]
 def _value(lease: Lease) -> tuple[str, Any]:
     """The default outcome: succeed with the `v` argument (or null)."""
     return "succeeded", lease["args"].get("v")
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 # -- the world: one coordinator's services over a real store -------------------------------------
@@ -183,7 +173,7 @@ def _open(url: str, clock: FakeClock, *, upgrade: bool = True) -> World:
     store = SqlStore(url)
     if upgrade:
         migrate.upgrade(store.engine)
-    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer(), detector=SETTINGS)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner(), detector=SETTINGS)
     return World(url, store, clock, Services.build(ctx), "")
 
 

@@ -22,8 +22,7 @@ from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.errors import NotLeader, Unavailable
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.leadership import Leadership
@@ -33,20 +32,11 @@ from polyfabric.store.tables import jobs as job_table
 from polyfabric.store.tables import leadership as lease_table
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 TTL = 5.0
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 DOC = {"name": "one", "tasks": {"a": {"command": ["true"]}}}
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @pytest.fixture
@@ -174,7 +164,7 @@ class Coordinator:
 def open_coordinator(url: str, name: str, clock: FakeClock) -> Coordinator:
     store = SqlStore(url)
     leadership = Leadership(store, clock, holder=f"c-{name}", url=f"http://{name}:7340", ttl=TTL)
-    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer(), leadership=leadership)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner(), leadership=leadership)
     return Coordinator(leadership, clock, Services.build(ctx))
 
 

@@ -22,8 +22,7 @@ from polyfabric.domain.conditions import DetectorSettings
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.nodes import Node
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
@@ -32,21 +31,12 @@ from polyfabric.store import migrate
 from polyfabric.store.repositories.nodes import SqlNodeRepository
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 SETTINGS = DetectorSettings(heartbeat_interval=2.0, unreachable_after=5.0, down_after=8.0, check_interval=0.5,
                             flap_window=600.0, flap_threshold=3)
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 OPERATOR = Principal("token", "at-ops", "ops", Role.OPERATOR, ("*",))
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @dataclass
@@ -104,7 +94,7 @@ def make_world(db_url: str) -> World:
     store = SqlStore(db_url)
     migrate.upgrade(store.engine)
     clock = FakeClock()
-    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer(), detector=SETTINGS)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner(), detector=SETTINGS)
     services = Services.build(ctx)
     token = services.tokens.create_join(ADMIN, domain="test", ttl_s=None, uses=None).token
     controller = NodeHealthController(ctx, services.nodes)
@@ -240,7 +230,7 @@ def test_flap_history_survives_a_coordinator_restart(world: World):
         world.tick(SETTINGS.down_after + 1)
         world.beat(node_id)
     # A new coordinator process on the same store: memory is rebuilt from the database.
-    ctx = ServiceContext(store=world.store, clock=world.clock, ids=UuidIds(), signer=_Signer(), detector=SETTINGS)
+    ctx = ServiceContext(store=world.store, clock=world.clock, ids=UuidIds(), signer=TestSigner(), detector=SETTINGS)
     services = Services.build(ctx)
     assert services.nodes.load_liveness() == 1
     restarted = World(world.store, world.clock, services, NodeHealthController(ctx, services.nodes),

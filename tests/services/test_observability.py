@@ -13,8 +13,7 @@ from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.errors import NotPermitted, ValidationError
 from polyfabric.domain.resources import Resources
 from polyfabric.scheduling.fairshare import FairShare
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
@@ -22,19 +21,10 @@ from polyfabric.services.telemetry_history import extract, parse_since
 from polyfabric.store import migrate
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 T0 = 1_800_000_000.0  # a multiple of 600: bucket boundaries are easy to reason about
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @pytest.fixture
@@ -42,7 +32,7 @@ def world(db_url: str) -> Iterator[tuple[Services, FakeClock]]:
     store = SqlStore(db_url)
     migrate.upgrade(store.engine)
     clock = FakeClock(T0)
-    services = Services.build(ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer()))
+    services = Services.build(ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner()))
     services.telemetry_history.configure(10.0)  # type: ignore[union-attr]
     yield services, clock
     store.close()

@@ -19,8 +19,7 @@ from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.conditions import DetectorSettings
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
@@ -28,20 +27,11 @@ from polyfabric.services.ports import AuditQuery
 from polyfabric.store import migrate
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 DOMAIN = "lab"
 SETTINGS = DetectorSettings(heartbeat_interval=2.0, unreachable_after=5.0, down_after=8.0, check_interval=0.5)
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @dataclass
@@ -80,7 +70,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     store = SqlStore(f"sqlite:///{tmp_path / 'polyfabric.db'}")
     migrate.upgrade(store.engine)
     clock = FakeClock()
-    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer(), detector=SETTINGS)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner(), detector=SETTINGS)
     services = Services.build(ctx)
     services.domains.create(ADMIN, DOMAIN, "")
     token = services.tokens.create_join(ADMIN, domain=DOMAIN, ttl_s=None, uses=None).token

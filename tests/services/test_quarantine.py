@@ -26,8 +26,7 @@ from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.nodes import Node
 from polyfabric.domain.quarantine import QuarantinePolicy
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
@@ -36,6 +35,7 @@ from polyfabric.services.runtime import JobRuntime
 from polyfabric.store import migrate
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 OPERATOR = Principal("token", "at-ops", "ops", Role.OPERATOR, ("*",))
@@ -48,16 +48,6 @@ HEALTHY = [{"name": "disk", "ok": True, "message": "ok"}]
 BROKEN = [{"name": "disk", "ok": False, "message": "disk is read-only"}]
 
 Lease = dict[str, Any]
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @dataclass
@@ -193,7 +183,7 @@ def make_world(db_url: str, policy: QuarantinePolicy = POLICY) -> World:
     store = SqlStore(db_url)
     migrate.upgrade(store.engine)
     clock = FakeClock()
-    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer(), detector=SETTINGS)
+    ctx = ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner(), detector=SETTINGS)
     services = Services.build(ctx)
     services.domains.create(ADMIN, DOMAIN, "")
     token = services.tokens.create_join(ADMIN, domain=DOMAIN, ttl_s=None, uses=None).token

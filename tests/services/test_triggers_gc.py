@@ -16,8 +16,6 @@ from polyfabric.coordinator.bootstrap import UuidIds
 from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.audit import GENESIS
 from polyfabric.domain.errors import Conflict, NotAuthenticated, ValidationError
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
-from polyfabric.security.signing import sign_bytes
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.ports import AuditQuery
@@ -26,20 +24,11 @@ from polyfabric.store import migrate
 from polyfabric.store.tables import audit_tip, metadata
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
 DOMAIN = "lab"
 START = 1_800_000_000.0  # a whole minute: due times of "* * * * *" fall on it
-
-
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +47,7 @@ def world(migrated_url: str) -> Iterator[tuple[Services, FakeClock]]:
             conn.exec_driver_sql(f"DELETE FROM {table.name}")
         conn.execute(audit_tip.insert().values(id=1, seq=0, hash=GENESIS))
     clock = FakeClock(START)
-    services = Services.build(ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=_Signer()))
+    services = Services.build(ServiceContext(store=store, clock=clock, ids=UuidIds(), signer=TestSigner()))
     services.domains.create(ADMIN, DOMAIN)
     yield services, clock
     store.close()

@@ -19,7 +19,7 @@ from polyfabric.domain.errors import Conflict, NotAuthenticated
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.nodes import Node
 from polyfabric.domain.resources import Resources
-from polyfabric.security.keys import b64e, generate_private_key, public_key_raw
+from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.security.signing import sign_bytes
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
@@ -30,6 +30,7 @@ from polyfabric.store.engine import create_engine
 from polyfabric.store.tables import metadata
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
+from polyfabric.testing.signer import TestSigner
 
 NOW = 1_800_000_000.0
 ADMIN = Principal("token", "at-admin", "admin", Role.ADMIN, ("*",))
@@ -300,18 +301,8 @@ def test_join_token_consumption_is_atomic(store: SqlStore):
         assert uow.tokens.join_by_hash("3" * 64).uses == 3
 
 
-class _Signer:
-    def __init__(self) -> None:
-        self._key = generate_private_key()
-        self.key_id = "c-test"
-        self.public_key_b64 = b64e(public_key_raw(self._key))
-
-    def sign(self, data: bytes) -> bytes:
-        return sign_bytes(self._key, data)
-
-
 def test_concurrent_registrations_on_a_single_use_token_have_exactly_one_winner(store: SqlStore):
-    services = Services.build(ServiceContext(store=store, clock=FakeClock(NOW), ids=UuidIds(), signer=_Signer()))
+    services = Services.build(ServiceContext(store=store, clock=FakeClock(NOW), ids=UuidIds(), signer=TestSigner()))
     issued = services.tokens.create_join(ADMIN, domain="race", ttl_s=None, uses=1)
     keys = [public_key_raw(generate_private_key()) for _ in range(8)]
 
