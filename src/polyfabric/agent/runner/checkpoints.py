@@ -77,6 +77,7 @@ class _Registered:
     lease: Lease
     workspace: Workspace
     stop_asked: bool = False
+    stop_reason: str = ""
 
 
 class CheckpointAgent:
@@ -148,11 +149,13 @@ class CheckpointAgent:
             env["POLYFABRIC_CHECKPOINT_TOKEN"] = token
         return env
 
-    def release(self, ident: Ident) -> None:
+    def release(self, ident: Ident) -> str | None:
+        """The attempt ended: forget it. Returns why it had been asked to checkpoint and stop, if
+        it had (then it ended because of that, whatever it returned: see TaskRunner)."""
         with self._lock:
             token = self._by_ident.pop(ident, None)
-            if token is not None:
-                self._by_token.pop(token, None)
+            entry = self._by_token.pop(token, None) if token is not None else None
+        return entry.stop_reason if entry is not None and entry.stop_asked else None
 
     def ask_stop(self, ident: Ident, reason: str, pgid: int | None) -> bool:
         """The coordinator asks the attempt to checkpoint and stop: the stop file appears (what
@@ -162,7 +165,7 @@ class CheckpointAgent:
             entry = self._by_token.get(token) if token is not None else None
             if entry is None or entry.stop_asked:
                 return False
-            entry.stop_asked = True
+            entry.stop_asked, entry.stop_reason = True, reason
         log.info("asking %s attempt %d to checkpoint and stop: %s", ident[0], ident[1], reason)
         with contextlib.suppress(OSError):
             (entry.workspace.path / STOP_FILE).write_text(reason + "\n")

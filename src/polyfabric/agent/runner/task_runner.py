@@ -365,7 +365,14 @@ class TaskRunner:
             if attempt.secrets is not None and attempt.secrets.redactor is not None:
                 attempt.secrets.redactor.flush()
             if self.checkpoints is not None:
-                self.checkpoints.release(lease.ident)
+                stop_reason = self.checkpoints.release(lease.ident)
+                if stop_reason is not None and attempt.handed_back is None:
+                    # Asked to checkpoint and stop (a drain deadline): `return` after `should_stop()`
+                    # is the documented way to stop, so whatever it returned, it is not done. Handed
+                    # back, it resumes elsewhere from its last checkpoint (one that had finished
+                    # all its work finds that out there at once) instead of passing a partial
+                    # result off as the task's.
+                    attempt.handed_back = stop_reason
             outcome = outcome or Outcome.failed("the agent could not run the task")
             if self.artifacts is not None and attempt.workspace is not None and outcome.status != "stopped" \
                     and attempt.handed_back is None:

@@ -185,8 +185,11 @@ def test_a_checkpoint_that_cannot_be_fetched_fails_the_attempt_naming_why(runner
     assert final["status"] == "failed" and "cannot fetch the task's checkpoint: 404" in final["error"]
 
 
-def test_asked_to_stop_a_function_sees_should_stop_and_a_command_gets_sigterm(runner, make_lease, view,
-                                                                               functions_dir, tmp_path):
+def test_asked_to_stop_a_function_sees_should_stop_a_command_gets_sigterm_and_both_are_handed_back(
+        runner, make_lease, view, functions_dir, tmp_path):
+    """Whatever a task returns or exits with after it was asked to checkpoint and stop, it is not
+    done: the attempt ends `rejected` (the coordinator moves it, resuming from its checkpoint),
+    never `finished` with a partial result passed off as the task's."""
     (functions_dir / "pf_stop.py").write_text(
         "import time, polyfabric\n"
         "def wait_for_stop(marker):\n"
@@ -209,8 +212,10 @@ def test_asked_to_stop_a_function_sees_should_stop_and_a_command_gets_sigterm(ru
     runner.offer([fn, cmd])
     wait_until(lambda: marker.exists() and cmd_marker.exists(), timeout=30, message="both tasks started")
     runner.checkpoint_asked([{"task_id": t["task_id"], "attempt": 1, "reason": "drain"} for t in (fn, cmd)])
-    assert view.wait_final(fn["task_id"], timeout=30)["result"] == "asked to stop"
-    assert view.wait_final(cmd["task_id"], timeout=30)["result"] == "terminated"
+    for lease in (fn, cmd):
+        final = view.wait_final(lease["task_id"], timeout=30)
+        assert (final["type"], final["reason"]) == ("rejected", "drain"), final
+        assert "finished" not in view.types(lease["task_id"])
 
 
 def test_outside_a_task_there_is_no_context_and_no_socket(monkeypatch):
