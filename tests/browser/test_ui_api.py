@@ -14,8 +14,10 @@ import sys
 import httpx
 import pytest
 
-from polyfabric.api.routes.ui import STATIC_DIR, downsample, latency_matrix, step_status
+from polyfabric.api.routes.ui import STATIC_DIR, step_status
+from polyfabric.domain.topology import latency_matrix
 from polyfabric.domain.vivaldi import Coordinate
+from polyfabric.services.telemetry_history import downsample
 from polyfabric.testing import free_port, wait_until
 
 pytestmark = pytest.mark.e2e

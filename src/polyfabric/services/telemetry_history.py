@@ -35,7 +35,7 @@ from polyfabric.domain.ids import NODE_ID_RE
 from polyfabric.observability import metrics as obs
 from polyfabric.services.context import ServiceContext
 
-__all__ = ["METRICS", "Tier", "TelemetryHistory", "extract", "parse_since"]
+__all__ = ["METRICS", "Tier", "TelemetryHistory", "downsample", "extract", "parse_since"]
 
 WRITE_BATCH = 2000  # rows per transaction
 
@@ -92,6 +92,30 @@ def parse_since(value: str | float | None, now: float, default_s: float = 3600.0
     if not unit and number > 10 * 365 * 86400:
         return number  # an absolute time
     return now - number * _UNITS[unit]
+
+
+# What `recent` (the UI nodes table's sparklines) reads and answers, at most:
+RECENT_NODES = 100  # ids one read may name (the table shows 50 a page)
+RECENT_ROWS = 120  # stored points read per node at most: the newest ones
+RECENT_POINTS = 30  # points per node in the answer (means of consecutive stored points)
+RECENT_SPAN_S = 86400.0
+
+
+def downsample(points: list[dict[str, Any]], keys: tuple[str, ...], most: int) -> list[list[float | None]]:
+    """`[at, key1, key2, ...]` rows, at most `most` of them: consecutive points averaged together
+    (a key's mean over the points that have it; None where none has), values to 0.1."""
+    if not points:
+        return []
+    size = math.ceil(len(points) / most)
+    out: list[list[float | None]] = []
+    for first in range(0, len(points), size):
+        chunk = points[first:first + size]
+        row: list[float | None] = [chunk[-1]["at"]]
+        for key in keys:
+            values = [p[key] for p in chunk if isinstance(p.get(key), int | float)]
+            row.append(round(sum(values) / len(values), 1) if values else None)
+        out.append(row)
+    return out
 
 
 @dataclass
@@ -214,3 +238,30 @@ class TelemetryHistory:
         return {"node_id": node.id, "name": node.name, "resolution_s": chosen, "since": start,
                 "retention": [{"resolution_s": t.resolution, "kept_s": t.retention_s} for t in self.tiers],
                 "points": [{k: v for k, v in p.items() if k not in ("node_id", "resolution")} for p in points]}
+
+    def recent(self, principal: Principal, ids: list[str], since: str | None) -> dict[str, Any]:
+        """Recent CPU and memory of one page of nodes (the UI's nodes table): per node at most
+        RECENT_POINTS `[at, cpu_percent, memory_percent]` rows, the means of its newest RECENT_ROWS
+        stored points. Nodes outside the caller's domains, or unknown, are left out, as the nodes
+        listing leaves them out."""
+        authorize(principal, "node.read")
+        if len(ids) > RECENT_NODES:
+            raise ValidationError(f"at most {RECENT_NODES} nodes a read, got {len(ids)}")
+        wanted = list(dict.fromkeys(ids))
+        bad = [i for i in wanted if not NODE_ID_RE.match(i)]
+        if bad:
+            raise ValidationError(f"not a node id: {bad[0][:80]!r}")
+        now = self._ctx.clock.now()
+        start = max(parse_since(since or "15m", now), now - RECENT_SPAN_S)
+        resolution = self.resolution_for(now - start)
+        start = max(start, now - RECENT_ROWS * resolution)  # the newest RECENT_ROWS points at most
+        keys = ("cpu_percent", "memory_percent")
+        nodes: dict[str, Any] = {}
+        with self._ctx.store.unit_of_work(readonly=True) as uow:
+            for node_id in wanted:
+                node = uow.nodes.get(node_id)
+                if node is None or not principal.has_domain(node.domain):
+                    continue
+                points = uow.telemetry.points(node_id, resolution, start, RECENT_ROWS + 1)
+                nodes[node_id] = downsample(points, keys, RECENT_POINTS)
+        return {"since": start, "resolution_s": resolution, "fields": ["at", *keys], "nodes": nodes}

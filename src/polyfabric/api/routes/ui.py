@@ -16,11 +16,7 @@ bounded sample of each group's network coordinates.
 
 from __future__ import annotations
 
-import math
-import random
-import statistics
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from polyfabric.api.auth import principal
 from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.errors import NotFound, ValidationError
-from polyfabric.domain.ids import NODE_ID_RE
-from polyfabric.domain.topology import LEVELS, UNLABELLED
-from polyfabric.domain.vivaldi import Coordinate
+from polyfabric.domain.topology import LATENCY_SAMPLE, LEVELS, latency_matrix
 from polyfabric.services.runtime import job_out
-from polyfabric.services.telemetry_history import parse_since
 
-__all__ = ["STATIC_DIR", "downsample", "latency_matrix", "router"]
+__all__ = ["STATIC_DIR", "router"]
 
 STATIC_DIR = (Path(__file__).resolve().parents[2] / "ui" / "static").resolve()
 
@@ -144,56 +137,6 @@ def node_tasks(ref: str, request: Request, caller: Principal = Depends(principal
 
 # -- the nodes table's sparklines -------------------------------------------------------------------
 
-RECENT_NODES = 100  # ids one read may name (the table shows 50 a page)
-RECENT_ROWS = 120  # stored points read per node at most: the newest ones
-RECENT_POINTS = 30  # points per node in the answer (means of consecutive stored points)
-RECENT_SPAN_S = 86400.0
-
-
-def downsample(points: list[dict[str, Any]], keys: tuple[str, ...], most: int) -> list[list[float | None]]:
-    """`[at, key1, key2, ...]` rows, at most `most` of them: consecutive points averaged together
-    (a key's mean over the points that have it; None where none has), values to 0.1."""
-    if not points:
-        return []
-    size = math.ceil(len(points) / most)
-    out: list[list[float | None]] = []
-    for first in range(0, len(points), size):
-        chunk = points[first:first + size]
-        row: list[float | None] = [chunk[-1]["at"]]
-        for key in keys:
-            values = [p[key] for p in chunk if isinstance(p.get(key), int | float)]
-            row.append(round(sum(values) / len(values), 1) if values else None)
-        out.append(row)
-    return out
-
-
-def recent_telemetry(services: Any, caller: Principal, ids: list[str], since: str | None) -> dict[str, Any]:
-    authorize(caller, "node.read")
-    if len(ids) > RECENT_NODES:
-        raise ValidationError(f"at most {RECENT_NODES} nodes a read, got {len(ids)}")
-    wanted = list(dict.fromkeys(ids))
-    bad = [i for i in wanted if not NODE_ID_RE.match(i)]
-    if bad:
-        raise ValidationError(f"not a node id: {bad[0][:80]!r}")
-    history = services.telemetry_history
-    if history is None:
-        raise NotFound("this coordinator keeps no telemetry history")
-    now = services.ctx.clock.now()
-    start = max(parse_since(since or "15m", now), now - RECENT_SPAN_S)
-    resolution = history.resolution_for(now - start)
-    start = max(start, now - RECENT_ROWS * resolution)  # the newest RECENT_ROWS points at most
-    keys = ("cpu_percent", "memory_percent")
-    nodes: dict[str, Any] = {}
-    with services.ctx.store.unit_of_work(readonly=True) as uow:
-        for node_id in wanted:
-            node = uow.nodes.get(node_id)
-            if node is None or not caller.has_domain(node.domain):
-                continue  # as in the nodes listing: another domain's node is not there at all
-            points = uow.telemetry.points(node_id, resolution, start, RECENT_ROWS + 1)
-            nodes[node_id] = downsample(points, keys, RECENT_POINTS)
-    return {"since": start, "resolution_s": resolution, "fields": ["at", *keys], "nodes": nodes}
-
-
 @router.get("/v1/telemetry/recent", tags=["nodes"])
 def telemetry_recent(request: Request, node: list[str] = Query(default=[]), since: str | None = None,
                      caller: Principal = Depends(principal)) -> dict[str, Any]:
@@ -201,58 +144,13 @@ def telemetry_recent(request: Request, node: list[str] = Query(default=[]), sinc
     default 15m, at most 24h): per node at most 30 `[at, cpu_percent, memory_percent]` rows, the
     means of the newest 120 stored points at most. Nodes outside the caller's domains, or unknown,
     are left out, as the nodes listing leaves them out."""
-    return recent_telemetry(request.app.state.services, caller, node, since)
+    history = request.app.state.services.telemetry_history
+    if history is None:
+        raise NotFound("this coordinator keeps no telemetry history")
+    return history.recent(caller, node, since)
 
 
 # -- latency between regions, zones and racks --------------------------------------------------------
-
-LATENCY_GROUPS = 30  # groups in the matrix at most (the ones with most nodes)
-LATENCY_SAMPLE = 8  # nodes of each group whose coordinates are compared, by default
-
-
-def _group(labels: Mapping[str, str], level: str) -> tuple[str, ...]:
-    depth = LEVELS.index(level) + 1
-    return tuple(labels.get(name) or UNLABELLED for name in LEVELS[:depth])
-
-
-def latency_matrix(rows: Iterable[Mapping[str, Any]], level: str, sample: int = LATENCY_SAMPLE,
-                   most: int = LATENCY_GROUPS, rng: random.Random | None = None) -> dict[str, Any]:
-    """Median estimated round trip between the nodes of each pair of groups at `level` (a group
-    with itself: between its own nodes), from at most `sample` nodes a group and `most` groups:
-    at most most² · sample² / 2 distances, whatever the fabric's size. `rows` as
-    GET /v1/topology/coordinates gives them (labels, coords)."""
-    if level not in LEVELS:
-        raise ValidationError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
-    rng = rng or random.Random(0)  # the same sample each time for the same fabric
-    groups: dict[tuple[str, ...], list[Coordinate]] = {}
-    for row in rows:
-        try:
-            coord = Coordinate.from_dict(row["coords"])
-        except (ValidationError, KeyError, TypeError):
-            continue
-        groups.setdefault(_group(row.get("labels") or {}, level), []).append(coord)
-    kept = sorted(sorted(groups, key=lambda k: -len(groups[k]))[:most])
-    sampled = {k: (rng.sample(groups[k], sample) if len(groups[k]) > sample else groups[k]) for k in kept}
-    matrix: list[list[dict[str, Any] | None]] = []
-    for i, a in enumerate(kept):
-        line: list[dict[str, Any] | None] = []
-        for j, b in enumerate(kept):
-            if j < i:
-                line.append(matrix[j][i])
-                continue
-            xs, ys = sampled[a], sampled[b]
-            if i == j:
-                rtts = [x.distance(y) for n, x in enumerate(xs) for y in xs[n + 1:] if x.compatible(y)]
-            else:
-                rtts = [x.distance(y) for x in xs for y in ys if x.compatible(y)]
-            line.append({"median_ms": round(statistics.median(rtts) * 1000.0, 3),
-                         "min_ms": round(min(rtts) * 1000.0, 3), "max_ms": round(max(rtts) * 1000.0, 3),
-                         "pairs": len(rtts)} if rtts else None)
-        matrix.append(line)
-    return {"level": level, "sample": sample,
-            "groups": [{"name": "/".join(k), "nodes": len(groups[k]), "sampled": len(sampled[k])} for k in kept],
-            "groups_left_out": len(groups) - len(kept), "matrix": matrix}
-
 
 @router.get("/v1/topology/latency", tags=["topology"])
 async def topology_latency(request: Request, level: str = "zone", domain: str | None = None,
