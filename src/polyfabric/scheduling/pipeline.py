@@ -654,6 +654,13 @@ class _Pass:
     def _first_ok(self, task: TaskRequest, cs: _Class, nodes: list[NodeView]) -> NodeView | None:
         """The best of `nodes` by cached plus TASK scores that the TASK filters accept."""
         cycle = self.cycle
+        if not self.task_scorers:  # the cached scores alone (unique: they end with the node's rank)
+            score = cs.score
+            nodes = sorted(nodes, key=lambda n: score[n.id], reverse=True)
+            for node in nodes:
+                if self._task_ok(task, node):
+                    return node
+            return None
         ranked = []
         for node in nodes:
             total, tie = cs.score[node.id]

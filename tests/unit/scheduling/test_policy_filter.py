@@ -226,3 +226,33 @@ def test_a_requires_over_the_node_alone_is_evaluated_once_per_node_for_every_pol
         t = with_attrs(task(f"t-{cls}"), attrs({"x": cls}, requires='node.labels.region == "us"'), cls)
         assert [flt.check(t, n, c).passed for n in ns] == [False, True]
     assert calls.count('node.labels.region == "us"') == 2  # once per node, not per class and node
+
+
+def test_the_share_fast_path_refuses_exactly_where_share_findings_does():
+    from polyfabric.domain.policy import share_findings
+
+    limits = [
+        parse_policy({"name": "net", "kind": "limits", "limits": {"max_cpu_share": 0.5}}, version=1),
+        parse_policy({"name": "ops", "kind": "limits", "scope": "domain:ops",
+                      "limits": {"max_cpu_share": 0.25, "foreign_only": False}}, version=2),
+        parse_policy({"name": "dry", "kind": "limits", "mode": "dry-run", "limits": {"max_cpu_share": 0.1}},
+                     version=1),
+    ]
+    rng = random.Random(5)
+    for subset in (limits, limits[1:], limits[2:], limits[:1]):
+        flt = PolicyShareFilter(subset)
+        for _ in range(60):
+            n = node("n", cpu=rng.choice([0, 4, 8]), domain=rng.choice(["acme", "ops"]),
+                     running=[running(f"r{i}", "n", domain=rng.choice(["acme", "ops", "lab"]), resources=res(1, 1))
+                              for i in range(rng.randrange(4))])
+            c = CycleState(view(n))
+            domain = rng.choice(["acme", "ops", "lab"])
+            t = with_attrs(task("t", domain=domain, resources=res(rng.choice([1, 2, 3]), 1)), attrs(domain=domain))
+            denies = [f for f in share_findings(subset, {"domain": domain, "cpu": t.resources.cpu_millis},
+                                                {"domain": n.domain, "cpu": n.capacity.cpu_millis, "name": n.name},
+                                                lambda n=n, c=c: c.foreign_cpu(n.id), lambda rule: True,
+                                                only_denies=True) if not f.dry_run]
+            verdict = flt.check(t, n, c)
+            assert verdict.passed == (not denies)
+            if denies:
+                assert verdict.status is Status.NOT_NOW and denies[0].ref in verdict.summary

@@ -116,15 +116,17 @@ class _PassCache:
     """What one pass needs at hand (kept in `cycle.scratch`): its clock reading, each node's
     cache key, and the answers it gave (for `decision()`)."""
 
-    __slots__ = ("class_time", "nodekeys", "pairs", "time", "timekey")
+    __slots__ = ("class_time", "cycle", "nodekeys", "pairs", "time", "timekey")
 
-    def __init__(self, now: float, filter_: PolicyFilter) -> None:
-        self.time = time_context(now)
+    def __init__(self, cycle: CycleState, filter_: PolicyFilter) -> None:
+        self.cycle = cycle
+        self.time = time_context(cycle.now)
         self.timekey = tuple(sorted(self.time.items())) if filter_._timed else None
         self.class_time = tuple(filter_._tkey(p.policy.when, self.time) for p in filter_._prepared
                                 if not p.when_node)
         self.nodekeys: dict[str, Hashable] = {}
-        self.pairs: dict[tuple[Hashable, str], tuple[Verdict, tuple[Finding, ...]]] = {}
+        # policy class -> node id -> (verdict, findings): nested, so that a hit builds no key
+        self.pairs: dict[Hashable, dict[str, tuple[Verdict, tuple[Finding, ...]]]] = {}
 
 
 _MAX_CACHED = 1_000_000
@@ -178,9 +180,12 @@ class PolicyFilter:
         self._timed = any("now" in r.variables for p in self.policies for r in (p.when, p.allow) if r is not None)
 
     def _cache(self, cycle: CycleState) -> _PassCache:
+        last = self._last
+        if last is not None and last.cycle is cycle:
+            return last
         cache = cycle.scratch.get(self.name)
         if cache is None:
-            cache = cycle.scratch[self.name] = self._last = _PassCache(cycle.now, self)
+            cache = cycle.scratch[self.name] = self._last = _PassCache(cycle, self)
             if len(self._answers) > _MAX_CACHED or len(self._nodes) > _MAX_CACHED // 10:
                 self._answers.clear()
                 self._nodes.clear()
@@ -261,8 +266,10 @@ class PolicyFilter:
         if attrs is None:
             return PASS
         cache = self._cache(cycle)
-        pair = (task.policy_class, node.id)
-        known = cache.pairs.get(pair)
+        pairs = cache.pairs.get(task.policy_class)
+        if pairs is None:
+            pairs = cache.pairs[task.policy_class] = {}
+        known = pairs.get(node.id)
         if known is None:
             # Answers outlive the pass: keyed by the node's attributes and, if any rule reads the
             # clock, by the clock reading.
@@ -273,7 +280,7 @@ class PolicyFilter:
             known = self._answers.get(lasting)
             if known is None:
                 known = self._answers[lasting] = self._decide(cache, task, attrs, node)
-            cache.pairs[pair] = known
+            pairs[node.id] = known
         return known[0]
 
     @staticmethod
@@ -367,7 +374,7 @@ class PolicyFilter:
         """The findings that let `task` onto `node_id` in the last pass (allows and dry-run denies)."""
         if self._last is None:
             return ()
-        found = self._last.pairs.get((task.policy_class, node_id))
+        found = self._last.pairs.get(task.policy_class, {}).get(node_id)
         return found[1] if found is not None else ()
 
 
@@ -396,19 +403,46 @@ class PolicyShareFilter:
         memo = cycle.scratch.get(self.name)
         if memo is None:
             memo = cycle.scratch[self.name] = {}
-        nid = node.id
-        key: Hashable = (nid, task.domain, task.resources.cpu_millis)
+        # (domain, cpu[, policy class]) -> node id -> (node version, verdict)
+        key: Hashable = (task.domain, task.resources.cpu_millis)
         if self._by_class:
             key = (key, task.policy_class, task.attributes is None)
+        by_node = memo.get(key)
+        if by_node is None:
+            by_node = memo[key] = {}
+        nid = node.id
         version = cycle.version(nid)
-        hit = memo.get(key)
+        hit = by_node.get(nid)
         if hit is not None and hit[0] == version:
             return hit[1]  # type: ignore[no-any-return]
         verdict = self._check(task, node, cycle)
-        memo[key] = (version, verdict)
+        by_node[nid] = (version, verdict)
         return verdict
 
+    def _exceeds(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> bool:
+        """Without `when`s: does some limit (dry-run included) refuse? share_findings' test, with
+        nothing built when none does (the common case); `_check` then says which and why."""
+        domain, node_domain = task.domain, node.domain
+        cap, cpu = node.capacity.cpu_millis, task.resources.cpu_millis
+        if not cap:
+            return False
+        used: int | None = None
+        for policy in self.policies:
+            limits = policy.limits
+            if limits.foreign_only and domain == node_domain:  # type: ignore[union-attr]
+                continue
+            own = policy.domain
+            if own is not None and own != domain and own != node_domain:
+                continue
+            if used is None:
+                used = cycle.foreign_cpu(node.id)
+            if cpu + used > limits.max_cpu_share * cap:  # type: ignore[union-attr, operator]
+                return True
+        return False
+
     def _check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+        if not self._by_class and not self._exceeds(task, node, cycle):
+            return PASS
         attrs: PolicyAttributes | None = task.attributes
         bound = False
 
