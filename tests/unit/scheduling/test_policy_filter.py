@@ -256,3 +256,26 @@ def test_the_share_fast_path_refuses_exactly_where_share_findings_does():
             assert verdict.passed == (not denies)
             if denies:
                 assert verdict.status is Status.NOT_NOW and denies[0].ref in verdict.summary
+
+
+def test_an_allow_over_node_fields_is_evaluated_once_per_value_of_those_fields():
+    trust = parse_policy({"name": "trust", "kind": "placement", "allow": 'node.domain != "acme"'}, version=1)
+    flt = PolicyFilter([trust])
+    ns = [node(f"a{i}", domain="acme") for i in range(3)] + [node(f"o{i}", domain="ops") for i in range(3)]
+    c = CycleState(view(*ns))
+    calls = []
+    real = flt._ev
+
+    class Counting:
+        def truth(self, rule):
+            calls.append(rule.source)
+            return real.truth(rule)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    flt._ev = Counting()  # type: ignore[assignment]
+    t = with_attrs(task("t"), attrs(domain="lab"), "lab")
+    assert [flt.check(t, n, c).passed for n in ns] == [False] * 3 + [True] * 3
+    assert "trust" in flt.check(t, ns[1], c).summary
+    assert len(calls) == 2  # one per node domain, not one per node

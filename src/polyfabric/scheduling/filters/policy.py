@@ -116,7 +116,7 @@ class _PassCache:
     """What one pass needs at hand (kept in `cycle.scratch`): its clock reading, each node's
     cache key, and the answers it gave (for `decision()`)."""
 
-    __slots__ = ("class_time", "cycle", "nodekeys", "pairs", "time", "timekey")
+    __slots__ = ("class_time", "cycle", "nodekeys", "nodeparts", "pairs", "time", "timekey")
 
     def __init__(self, cycle: CycleState, filter_: PolicyFilter) -> None:
         self.cycle = cycle
@@ -125,11 +125,13 @@ class _PassCache:
         self.class_time = tuple(filter_._tkey(p.policy.when, self.time) for p in filter_._prepared
                                 if not p.when_node)
         self.nodekeys: dict[str, Hashable] = {}
+        self.nodeparts: dict[tuple[str, tuple[str, ...]], Hashable] = {}  # (node id, fields) -> their values
         # policy class -> node id -> (verdict, findings): nested, so that a hit builds no key
         self.pairs: dict[Hashable, dict[str, tuple[Verdict, tuple[Finding, ...]]]] = {}
 
 
 _MAX_CACHED = 1_000_000
+_ABSENT = ("<absent>",)  # a node field a rule reads that the node map lacks (not the same as None)
 
 
 class PolicyFilter:
@@ -201,6 +203,21 @@ class PolicyFilter:
                                              tuple(sorted(node.labels.items())),
                                              (cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots))
         return key
+
+    def _node_part(self, cache: _PassCache, rule: Rule, nodekey: Hashable, node: NodeView) -> Hashable:
+        """What a rule's answer depends on of the node: the values of the node fields it reads
+        (`node.domain`: one answer per domain, not per node), or the whole node when it reads
+        the map whole."""
+        fields = rule.fields.get("node")
+        if fields is None:
+            return nodekey
+        parts = cache.nodeparts
+        key = (node.id, fields)
+        part = parts.get(key)
+        if part is None:
+            node_map = self._node_map(nodekey, node)
+            part = parts[key] = ("fields", tuple(_freeze(node_map.get(f, _ABSENT)) for f in fields))
+        return part
 
     def _node_map(self, key: Hashable, node: NodeView) -> dict[str, Any]:
         found = self._nodes.get(key)
@@ -340,7 +357,8 @@ class PolicyFilter:
                 if not holds:
                     continue
             key = ("allow", policy.name, allow_key if not prep.when_node else ("class", task.policy_class),
-                   nodekey if prep.allow_node else None, self._tkey(policy.allow, now))
+                   self._node_part(cache, policy.allow, nodekey, node) if prep.allow_node else None,  # type: ignore[arg-type]
+                   self._tkey(policy.allow, now))
             finding = answers.get(key)
             if finding is None:
                 node_map = node_map or self._node_map(nodekey, node)
@@ -357,7 +375,8 @@ class PolicyFilter:
             if fields is False:
                 fields = self._requires_fields[requires.source] = rule_fields(requires)
             key = ("requires", requires.source, _key(fields, task, attrs),  # type: ignore[arg-type]
-                   nodekey if "node" in requires.variables else None, self._tkey(requires, now))
+                   self._node_part(cache, requires, nodekey, node) if "node" in requires.variables else None,
+                   self._tkey(requires, now))
             result = answers.get(key)
             if result is None:
                 node_map = node_map or self._node_map(nodekey, node)
