@@ -206,11 +206,9 @@ def test_the_share_verdict_is_reused_until_the_node_changes():
     assert flt.check(own, n, c).passed  # the node's own domain: no foreign limit
 
 
-def test_a_requires_over_the_node_alone_is_evaluated_once_per_node_for_every_policy_class():
-    flt = PolicyFilter([RESIDENCY])
-    ns = nodes(n_eu=1, n_us=1)
-    c = CycleState(view(*ns))
-    calls = []
+def _count_evaluations(flt: PolicyFilter) -> list[str]:
+    """Wrap the filter's evaluator: the returned list gets the source of every rule it evaluates."""
+    calls: list[str] = []
     real = flt._ev
 
     class Counting:
@@ -222,6 +220,14 @@ def test_a_requires_over_the_node_alone_is_evaluated_once_per_node_for_every_pol
             return getattr(real, name)
 
     flt._ev = Counting()  # type: ignore[assignment]
+    return calls
+
+
+def test_a_requires_over_the_node_alone_is_evaluated_once_per_node_for_every_policy_class():
+    flt = PolicyFilter([RESIDENCY])
+    ns = nodes(n_eu=1, n_us=1)
+    c = CycleState(view(*ns))
+    calls = _count_evaluations(flt)
     for cls in ("c1", "c2", "c3"):
         t = with_attrs(task(f"t-{cls}"), attrs({"x": cls}, requires='node.labels.region == "us"'), cls)
         assert [flt.check(t, n, c).passed for n in ns] == [False, True]
@@ -263,18 +269,7 @@ def test_an_allow_over_node_fields_is_evaluated_once_per_value_of_those_fields()
     flt = PolicyFilter([trust])
     ns = [node(f"a{i}", domain="acme") for i in range(3)] + [node(f"o{i}", domain="ops") for i in range(3)]
     c = CycleState(view(*ns))
-    calls = []
-    real = flt._ev
-
-    class Counting:
-        def truth(self, rule):
-            calls.append(rule.source)
-            return real.truth(rule)
-
-        def __getattr__(self, name):
-            return getattr(real, name)
-
-    flt._ev = Counting()  # type: ignore[assignment]
+    calls = _count_evaluations(flt)
     t = with_attrs(task("t"), attrs(domain="lab"), "lab")
     assert [flt.check(t, n, c).passed for n in ns] == [False] * 3 + [True] * 3
     assert "trust" in flt.check(t, ns[1], c).summary
