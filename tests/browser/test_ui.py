@@ -42,6 +42,19 @@ def live_workflow(release: str) -> dict:
     }}
 
 
+def submit_live(fabric, release) -> dict:
+    """Submit `live_workflow` as the admin, in domain test; the job."""
+    return fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
+
+
+def open_running_job(open_page, token: str, job: dict):
+    """Sign in, open the job's page and wait until its gate is drawn running; the page."""
+    page = open_page(token)
+    page.go(f"#/jobs/{job['id']}")
+    page.page.locator('svg.dag [data-step="gate"][data-status="running"]').wait_for(timeout=60_000)
+    return page
+
+
 def step_status(page, name: str) -> str | None:
     return page.page.locator(f'svg.dag [data-step="{name}"]').get_attribute("data-status")
 
@@ -107,7 +120,7 @@ def test_the_nodes_table_draws_recent_cpu_and_memory_with_one_read_for_the_page(
 def test_a_running_workflow_turns_green_without_a_reload_and_shows_a_tasks_logs(open_page, admin_token, node_ids,
                                                                                ui_fabric):
     release = ui_fabric.root / "release-live"
-    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
+    job = submit_live(ui_fabric, release)
     wait_until(lambda: ui_fabric.admin.get(f"/v1/jobs/{job['id']}/graph")["steps"][0]["status"] == "running",
                timeout=60, message="the gate to run")
 
@@ -158,10 +171,8 @@ def test_a_running_workflow_turns_green_without_a_reload_and_shows_a_tasks_logs(
 
 def test_logs_stream_while_a_task_runs(open_page, admin_token, node_ids, ui_fabric):
     release = ui_fabric.root / "release-logs"
-    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
-    page = open_page(admin_token)
-    page.go(f"#/jobs/{job['id']}")
-    page.page.locator('svg.dag [data-step="gate"][data-status="running"]').wait_for(timeout=60_000)
+    job = submit_live(ui_fabric, release)
+    page = open_running_job(open_page, admin_token, job)
     page.page.locator('svg.dag [data-step="gate"]').click()
     page.page.wait_for_function("() => document.getElementById('task-log')?.textContent.includes('gate-started')",
                                 timeout=60_000)
@@ -390,10 +401,8 @@ def test_phone_width_and_keyboard_navigation(open_page, admin_token, node_ids):
 
 def test_an_operator_pauses_resumes_and_cancels_a_running_workflow(open_page, admin_token, node_ids, ui_fabric):
     release = ui_fabric.root / "release-actions"
-    job = ui_fabric.admin.post("/v1/jobs", {"workflow": live_workflow(str(release)), "params": {}, "domain": "test"})
-    page = open_page(admin_token)
-    page.go(f"#/jobs/{job['id']}")
-    page.page.locator('svg.dag [data-step="gate"][data-status="running"]').wait_for(timeout=60_000)
+    job = submit_live(ui_fabric, release)
+    page = open_running_job(open_page, admin_token, job)
     page.page.get_by_label("Reason").fill("browser test")
 
     page.page.get_by_role("button", name="Pause").click()
