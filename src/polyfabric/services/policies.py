@@ -215,16 +215,7 @@ class PolicyService:
         held = getattr(self._runtime, "assignments_on", None)
         if held is None:
             return 0
-        foreign = [a["task_id"] for a in held(node_id) if a.get("domain") != node_domain]
-        if not foreign:
-            return 0
-        total = 0
-        with self._ctx.store.unit_of_work(readonly=True) as uow:
-            for task_id in foreign:
-                row = uow.jobs.get_task(task_id)
-                resources = ((row or {}).get("payload") or {}).get("resources") or {}
-                total += int(resources.get("cpu_millis") or 0)
-        return total
+        return sum(int(a.get("cpu_millis") or 0) for a in held(node_id) if a.get("domain") != node_domain)
 
 
 def describe(decision: Decision) -> str:

@@ -1053,6 +1053,12 @@ class JobRuntime:
             touched: dict[str, ActiveJob] = {}
             attempts: list[dict[str, Any]] = []
             audit: list[AuditEntry] = []
+
+            def refuse(task_id: Any, attempt: Any, problem: str, details: dict[str, Any]) -> None:
+                refused.append({"task_id": task_id, "attempt": attempt, "reason": problem})
+                audit.append(AuditEntry(actor=f"node:{node_id}", action="task.report_refused",
+                                        subject=f"task:{task_id}", cause=problem, details=details))
+
             for event in events:
                 problem = self._on_report(node_id, event, now, touched, attempts)
                 if problem is None:
@@ -1062,10 +1068,8 @@ class JobRuntime:
                 if problem == "":
                     accepted += 1  # a repeat of something already accepted: idempotent
                     continue
-                refused.append({"task_id": event.get("task_id"), "attempt": event.get("attempt"), "reason": problem})
-                audit.append(AuditEntry(actor=f"node:{node_id}", action="task.report_refused",
-                                        subject=f"task:{event.get('task_id')}", cause=problem,
-                                        details={"type": event.get("type"), "attempt": event.get("attempt")}))
+                refuse(event.get("task_id"), event.get("attempt"), problem,
+                       {"type": event.get("type"), "attempt": event.get("attempt")})
             log_rows = []
             stale: dict[tuple[str, int], int] = {}  # (task, attempt) -> chunks refused
             for chunk in logs:
@@ -1078,12 +1082,9 @@ class JobRuntime:
                     key = (chunk["task_id"], chunk["attempt"])
                     stale[key] = stale.get(key, 0) + 1
             for (task_id, attempt), chunks in stale.items():  # fenced like results: one refusal per attempt
-                problem = (f"log of attempt {attempt} of task {task_id} is not current on node {node_id}"
-                           " (fenced: the task was reassigned, cancelled or finished)")
-                refused.append({"task_id": task_id, "attempt": attempt, "reason": problem})
-                audit.append(AuditEntry(actor=f"node:{node_id}", action="task.report_refused",
-                                        subject=f"task:{task_id}", cause=problem,
-                                        details={"type": "log", "attempt": attempt, "chunks": chunks}))
+                refuse(task_id, attempt, f"log of attempt {attempt} of task {task_id} is not current on node "
+                       f"{node_id} (fenced: the task was reassigned, cancelled or finished)",
+                       {"type": "log", "attempt": attempt, "chunks": chunks})
             jobs = list(touched.values())
             ticket = 0
             if ended:
@@ -1470,10 +1471,11 @@ class JobRuntime:
     # -- reads ------------------------------------------------------------------------------
 
     def assignments_on(self, node_id: str) -> list[dict[str, Any]]:
-        """The attempts a node holds now (leased or running): the web UI's node page lists them."""
+        """The attempts a node holds now (leased or running): the web UI's node page lists them,
+        `policy test` sums other domains' CPU from them."""
         with self._lock:
             return [{"task_id": a.task_id, "job_id": a.job_id, "key": a.key, "attempt": a.attempt,
-                     "status": a.status, "domain": a.domain}
+                     "status": a.status, "domain": a.domain, "cpu_millis": a.resources.cpu_millis}
                     for a in self._by_node.get(node_id, {}).values()]
 
     def exists(self, job_id: str) -> bool:
