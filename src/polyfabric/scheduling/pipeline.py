@@ -111,6 +111,8 @@ class _Class:
     """What one equivalence class of tasks has learned about the nodes during the pass."""
 
     __slots__ = (
+        "busy",
+        "counts",
         "cursor",
         "exhausted",
         "explained",
@@ -121,6 +123,7 @@ class _Class:
         "need",
         "not_now",
         "ok",
+        "open",
         "pool",
         "pos",
         "rep",
@@ -156,6 +159,11 @@ class _Class:
         # changed since, and touches no other node's state.
         self.explained: list[Verdict | None] | None = None
         self.explained_at = 0
+        # The same answers tallied, kept up to date with them: nodes counted by refusal, the
+        # nodes that pass them (by shuffled index) and those refused NOT_NOW (busy).
+        self.counts: dict[str, int] = {}
+        self.open: dict[int, NodeView] = {}
+        self.busy: set[int] = set()
 
 
 class _Explained:
@@ -681,10 +689,12 @@ class _Pass:
     ) -> tuple[Mapping[str, int], list[NodeView], bool]:
         """Why no node takes the class (or, with `task`, this task): every node counted once by
         the first refusal; the NOT_NOW ones are where preemption may help."""
+        self.n_explained += len(self.shuffled)
+        if EXPLAIN_SHORTCUTS:
+            return self._explain_tallied(cs, task)
         cycle = self.cycle
         summary: dict[str, int] = {}
         later: list[NodeView] = []
-        self.n_explained += len(self.shuffled)
         shared = self._shared_verdicts(cs)
         task_filters = self.task_filters if task is not None else None
         for node, verdict in zip(self.shuffled, shared, strict=True):
@@ -707,11 +717,51 @@ class _Pass:
         # one of them is a place it may ever use (no TASK filter says NEVER); the first will do.
         return MappingProxyType(summary), later, self._any_usable(task, later)
 
+    def _explain_tallied(
+        self, cs: _Class, task: TaskRequest | None
+    ) -> tuple[Mapping[str, int], list[NodeView], bool]:
+        """`_explain` from the class's tallies: the NODE/CLASS/CYCLE part is counted already
+        (`_shared_verdicts` keeps it), so only the nodes that pass it meet the TASK filters:
+        the same summary, busy nodes and answer, without a walk over every node."""
+        self._shared_verdicts(cs)
+        summary = dict(cs.counts)
+        shuffled = self.shuffled
+        passing = cs.open
+        task_filters = self.task_filters if task is not None else None
+        if not task_filters:
+            if passing:
+                summary[_UNCHOSEN] = summary.get(_UNCHOSEN, 0) + len(passing)
+            later = [shuffled[i] for i in sorted(cs.busy)]
+            return MappingProxyType(summary), later, bool(later)
+        cycle = self.cycle
+        unchosen = 0
+        refused_busy: list[int] = []
+        for i, node in passing.items():
+            for check in task_filters:
+                answer = check(task, node, cycle)  # type: ignore[arg-type]
+                if answer.status is not _PASS:
+                    key = answer.key
+                    summary[key] = summary.get(key, 0) + 1
+                    if answer.status is _NOT_NOW:
+                        refused_busy.append(i)
+                    break
+            else:
+                unchosen += 1
+        if unchosen:
+            summary[_UNCHOSEN] = summary.get(_UNCHOSEN, 0) + unchosen
+        busy = cs.busy.union(refused_busy) if refused_busy else cs.busy
+        later = [shuffled[i] for i in sorted(busy)]
+        # Any busy node the task may ever use will do: those its TASK filters only put off first.
+        usable = self._any_usable(task, [shuffled[i] for i in refused_busy]) or \
+            self._any_usable(task, [shuffled[i] for i in cs.busy])  # type: ignore[arg-type]
+        return MappingProxyType(summary), later, usable
+
     def _shared_verdicts(self, cs: _Class) -> list[Verdict | None]:
         """Per node in shuffled order, the first NODE, CLASS or CYCLE refusal for the class's
-        representative (None: it passes them all). CLASS and CYCLE answers depend only on the node
-        and its tallies (framework.py), so a class explained again re-asks only the nodes whose
-        tallies changed since (the pass's change log)."""
+        representative (None: it passes them all), tallied in `cs.counts`, `cs.open` and
+        `cs.busy`. CLASS and CYCLE answers depend only on the node and its tallies
+        (framework.py), so a class explained again re-asks only the nodes whose tallies changed
+        since (the pass's change log)."""
         cycle = self.cycle
         rep = cs.rep
         shared = [*self.class_filters, *self.cycle_filters]
@@ -727,17 +777,47 @@ class _Pass:
                 return known  # the CLASS refusal the class's group already got
             return _first_refusal(shared if known is None else self.cycle_filters, rep, node, cycle)
 
-        verdicts = cs.explained if EXPLAIN_SHORTCUTS else None
+        if not EXPLAIN_SHORTCUTS:
+            return [first(node) for node in self.shuffled]
+        verdicts = cs.explained
+        counts, passing, busy = cs.counts, cs.open, cs.busy
         if verdicts is None:
-            verdicts = [first(node) for node in self.shuffled]
+            verdicts = cs.explained = [first(node) for node in self.shuffled]
+            for i, (node, verdict) in enumerate(zip(self.shuffled, verdicts, strict=True)):
+                if verdict is None:
+                    passing[i] = node
+                    continue
+                key = verdict.key
+                counts[key] = counts.get(key, 0) + 1
+                if verdict.status is _NOT_NOW:
+                    busy.add(i)
         else:
             changed = self.changed
             if cs.explained_at < len(changed):
                 rank = self.rank
                 view = self.view
                 for nid in set(changed[cs.explained_at:]):
-                    verdicts[rank[nid]] = first(view.node(nid))
-        cs.explained = verdicts
+                    i = rank[nid]
+                    old = verdicts[i]
+                    if old is None:
+                        del passing[i]
+                    else:
+                        key = old.key
+                        left = counts[key] - 1
+                        if left:
+                            counts[key] = left
+                        else:
+                            del counts[key]
+                        busy.discard(i)
+                    node = view.node(nid)
+                    verdict = verdicts[i] = first(node)
+                    if verdict is None:
+                        passing[i] = node
+                        continue
+                    key = verdict.key
+                    counts[key] = counts.get(key, 0) + 1
+                    if verdict.status is _NOT_NOW:
+                        busy.add(i)
         cs.explained_at = len(self.changed)
         return verdicts
 
