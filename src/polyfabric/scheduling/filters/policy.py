@@ -158,6 +158,8 @@ class PolicyFilter:
         self._classes: dict[Hashable, list[tuple[_Prepared, Hashable]]] = {}
         self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
         self._requires_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        self._class_ids: dict[Hashable, int] = {}  # policy_class(): key -> its id
+        self._next_class_id = 0
         # (variable, id(map), fields) -> (map, the map cut down to the fields a rule reads): CEL
         # converts what it is handed (~35 µs for a whole node, job or task map, ~5 µs for the one
         # or two fields a rule reads), and the same cut-down object is not converted again.
@@ -188,7 +190,9 @@ class PolicyFilter:
         cache = cycle.scratch.get(self.name)
         if cache is None:
             cache = cycle.scratch[self.name] = self._last = _PassCache(cycle, self)
-            if len(self._answers) > _MAX_CACHED or len(self._nodes) > _MAX_CACHED // 10:
+            if len(self._answers) > _MAX_CACHED or len(self._nodes) > _MAX_CACHED // 10 \
+                    or len(self._class_ids) > _MAX_CACHED // 10:
+                self._class_ids.clear()  # safe: an id is never handed out twice
                 self._answers.clear()
                 self._nodes.clear()
                 self._classes.clear()
@@ -311,12 +315,12 @@ class PolicyFilter:
             return (attrs.rank.source, identity)
         return (attrs.rank.source, _key(fields, None, attrs))
 
-    def policy_class(self, attrs: PolicyAttributes | None, identity: Hashable) -> Hashable:
+    def policy_class(self, attrs: PolicyAttributes | None, identity: Hashable) -> int | None:
         """The class key a task should carry (`TaskRequest.policy_class`): the values of every
         job and task field these policies and the task's own `requires` read, with its text.
         Tasks with equal keys get equal answers from the policy filter on every node, so they
         share its work. A rule that reads `job` or `task` whole falls back to `identity` (the job
-        and workflow task)."""
+        and workflow task). Returned as a small int standing for the key (see below)."""
         if attrs is None:
             return None
         fields = self._fields
@@ -325,9 +329,17 @@ class PolicyFilter:
             extra = rule_fields(requires)
             fields = None if extra is None else tuple(sorted(set(fields) | set(extra)))
         if fields is None:
-            return ("identity", identity)
-        values = tuple(_freeze((attrs.job if var == "job" else attrs.task).get(name)) for var, name in fields)
-        return (attrs.job.get("domain"), values, requires.source if requires is not None else None)
+            key: Hashable = ("identity", identity)
+        else:
+            values = tuple(_freeze((attrs.job if var == "job" else attrs.task).get(name)) for var, name in fields)
+            key = (attrs.job.get("domain"), values, requires.source if requires is not None else None)
+        # A small int per distinct key, never reused while the filter lives: every cache above is
+        # keyed by it, and an int hashes in C, where the nested tuple is hashed anew per lookup.
+        found = self._class_ids.get(key)
+        if found is None:
+            found = self._class_ids[key] = self._next_class_id
+            self._next_class_id += 1
+        return found
 
     def _decide(self, cache: _PassCache, task: TaskRequest, attrs: PolicyAttributes,
                 node: NodeView) -> tuple[Verdict, tuple[Finding, ...]]:
