@@ -434,7 +434,9 @@ def combine(findings: Iterable[Finding]) -> Decision:
             would.append(finding)
         else:
             denies.append(finding)
-    key = lambda f: (_ORDER.get(f.scope, 1), f.scope, f.policy)  # noqa: E731
+    # A total order (version and reason break ties), so the outcome never depends on the order
+    # the findings came in.
+    key = lambda f: (_ORDER.get(f.scope, 1), f.scope, f.policy, f.version, f.reason)  # noqa: E731
     denies.sort(key=key)
     would.sort(key=key)
     allowed.sort(key=key)
@@ -528,7 +530,7 @@ def share_limits(policies: Iterable[Policy]) -> tuple[Policy, ...]:
 
 def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Mapping[str, Any],
                    foreign_cpu: Callable[[], int], holds: Callable[[Rule], bool], *,
-                   only_denies: bool = False) -> list[Finding]:
+                   total_cpu: Callable[[], int] | None = None, only_denies: bool = False) -> list[Finding]:
     """The CPU-share limits (`share_limits`) on one task placed on one node, one finding per limit
     that applies (`only_denies`: only the denying ones, dry-run included). The one decision the
     scheduler's `policy_share` filter and `placement()` (so `policy test`) both make.
@@ -536,10 +538,13 @@ def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Ma
     `task` needs `domain` and `cpu`, `node` `domain`, `cpu` and `name`. `foreign_cpu()` is the CPU
     that tasks of other domains than the node's already hold there (asked once, and only when a
     limit applies). `holds(rule)` says whether a policy's `when` holds (false when it cannot be
-    evaluated). A limit with `foreign_only` (the default) skips tasks of the node's own domain;
-    one of scope domain:D applies to D's jobs and to D's nodes."""
+    evaluated). A limit with `foreign_only` (the default) skips tasks of the node's own domain and
+    counts only other domains' CPU; with `foreign_only: false` it applies to every task and counts
+    the CPU that all tasks hold there (`total_cpu()`, asked once). One of scope domain:D applies
+    to D's jobs and to D's nodes."""
     out: list[Finding] = []
     used: int | None = None
+    used_all: int | None = None
     task_domain, node_domain = task.get("domain"), node.get("domain")
     cap, cpu = int(node.get("cpu") or 0), int(task.get("cpu") or 0)
     for policy in policies:
@@ -552,10 +557,16 @@ def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Ma
             continue
         if policy.when is not None and not holds(policy.when):
             continue
-        if used is None:
-            used = foreign_cpu()
-        if cap and cpu + used > limits.max_cpu_share * cap:
-            out.append(_limits_finding(policy, [_cpu_share_problem(limits, task, node, used) or ""]))
+        if limits.foreign_only:
+            if used is None:
+                used = foreign_cpu()
+            held = used
+        else:
+            if used_all is None:
+                used_all = (total_cpu or foreign_cpu)()
+            held = used_all
+        if cap and cpu + held > limits.max_cpu_share * cap:
+            out.append(_limits_finding(policy, [_cpu_share_problem(limits, task, node, held) or ""]))
         elif not only_denies:
             out.append(Finding(policy.scope, policy.name, policy.version, True, "", policy.dry_run))
     return out
@@ -632,12 +643,14 @@ def admission(policies: Iterable[Policy], job: Mapping[str, Any], now: float,
 
 
 def placement(policies: Iterable[Policy], job: Mapping[str, Any], task: Mapping[str, Any],
-              node: Mapping[str, Any], now: float, ev: Evaluator | None = None, foreign_cpu: int = 0) -> Decision:
+              node: Mapping[str, Any], now: float, ev: Evaluator | None = None, foreign_cpu: int = 0,
+              total_cpu: int | None = None) -> Decision:
     """May this task run on this node? What the scheduler's `policy` and `policy_share` filters
     decide, from the same pieces (`placement_rules` and `evaluate`, `share_limits` and
     `share_findings`), without their caches: the policies of `placement_rules` whose scope is the
     network, the job's domain or the node's domain, and the CPU-share limits, `foreign_cpu` being
-    what tasks of other domains already hold on the node. Serves `policy test` and the tests."""
+    what tasks of other domains already hold on the node and `total_cpu` what all tasks hold there
+    (for `foreign_only: false`; default: `foreign_cpu`). Serves `policy test` and the tests."""
     ev = (ev or Evaluator()).bind(job=job, task=task, node=node, now=time_context(now))
     findings: list[Finding] = []
     for policy in placement_rules(policies):
@@ -647,7 +660,8 @@ def placement(policies: Iterable[Policy], job: Mapping[str, Any], task: Mapping[
         if finding is not None:
             findings.append(finding)
     findings.extend(share_findings(share_limits(policies), task, node, lambda: foreign_cpu,
-                                   lambda rule: bool(ev.truth(rule)[0])))
+                                   lambda rule: bool(ev.truth(rule)[0]),
+                                   total_cpu=lambda: foreign_cpu if total_cpu is None else total_cpu))
     return combine(findings)
 
 

@@ -187,11 +187,12 @@ class PolicyService:
                                      state=node.state.value, cpu=node.capacity.cpu_millis,
                                      memory=node.capacity.memory_bytes, gpus=node.capacity.gpus,
                                      slots=node.capacity.slots)
-            foreign_cpu = self._foreign_cpu(node.id, node.domain) if share_limits(candidates) else 0
+            foreign_cpu, total_cpu = self._held_cpu(node.id, node.domain) if share_limits(candidates) else (0, 0)
             per_task = {}
             for name in spec.tasks:
                 attrs = attributes_of(spec, job, tasks, name)
-                decision = placement(candidates, job, tasks[name], variables, now, foreign_cpu=foreign_cpu)
+                decision = placement(candidates, job, tasks[name], variables, now, foreign_cpu=foreign_cpu,
+                                     total_cpu=total_cpu)
                 entry = decision.to_dict()
                 if attrs.requires is not None and decision.allowed:
                     from polyfabric.domain.policy import Evaluator, time_context
@@ -204,18 +205,25 @@ class PolicyService:
                                             + ("false on this node" if ok is False else problem)]
                 per_task[name] = entry
             out_nodes.append({"node_id": node.id, "name": node.name, "domain": node.domain,
-                              "foreign_cpu": foreign_cpu, "tasks": per_task})
+                              "foreign_cpu": foreign_cpu, "cpu_held": total_cpu, "tasks": per_task})
         return {"policies": [p.ref if p.version else f"{p.name} (given)" for p in candidates],
                 "admission": admitted.to_dict(), "nodes": out_nodes}
 
-    def _foreign_cpu(self, node_id: str, node_domain: str) -> int:
+    def _held_cpu(self, node_id: str, node_domain: str) -> tuple[int, int]:
         """The CPU (millicores) that attempts of other domains than the node's hold on it now
-        (leased or running), as the scheduler's `policy_share` filter counts it; 0 where this
-        coordinator does not know (it holds no runtime, or is not the leader)."""
+        (leased or running), and that all attempts hold there (`foreign_only: false`), as the
+        scheduler's `policy_share` filter counts them; 0 where this coordinator does not know (it
+        holds no runtime, or is not the leader)."""
         held = getattr(self._runtime, "assignments_on", None)
         if held is None:
-            return 0
-        return sum(int(a.get("cpu_millis") or 0) for a in held(node_id) if a.get("domain") != node_domain)
+            return 0, 0
+        foreign = total = 0
+        for a in held(node_id):
+            cpu = int(a.get("cpu_millis") or 0)
+            total += cpu
+            if a.get("domain") != node_domain:
+                foreign += cpu
+        return foreign, total
 
 
 def describe(decision: Decision) -> str:

@@ -92,6 +92,24 @@ def test_cpu_share_counts_what_this_pass_placed():
     assert any("cpu share" in k for k in plan.unplaced[0].reason_summary)
 
 
+def test_a_cpu_share_limit_with_foreign_only_false_counts_every_domains_cpu():
+    """`foreign_only: false`: the cap holds for the node's own domain too, and counts all the CPU
+    held on the node (running and placed by this pass), not only other domains'."""
+    share = parse_policy({"name": "share-all", "kind": "limits",
+                          "limits": {"max_cpu_share": 0.5, "foreign_only": False}}, version=1)
+    profile = with_policies(default_profile(), [share])
+    busy = node("n", cpu=8, domain="acme", running=[running("r0", "n", domain="acme", resources=res(2, 1))])
+    own = [with_attrs(task(f"a{i}", seq=i, domain="acme", resources=res(1, 1)), attrs(domain="acme"), "acme")
+           for i in range(4)]
+    plan = schedule(view(busy), own, profile, random.Random(1))
+    assert len(plan.placements) == 2  # 2 cpu running + 2 placed = half of 8, own domain included
+    assert any("share-all" in k for k in plan.unplaced[0].reason_summary)
+    # The default (foreign_only: true) leaves the own domain alone.
+    default = parse_policy({"name": "share", "kind": "limits", "limits": {"max_cpu_share": 0.5}}, version=1)
+    plan = schedule(view(busy), own, with_policies(default_profile(), [default]), random.Random(1))
+    assert len(plan.placements) == 4
+
+
 def test_no_attributes_no_cost():
     profile = with_policies(default_profile(), [RESIDENCY])
     plan = schedule(view(*nodes()), [task("a")], profile, random.Random(1))
@@ -172,7 +190,8 @@ def test_the_scheduler_filters_and_placement_decide_alike():
         cycle = CycleState(view(n), now=NOON)
         passes = all(f.check(request, n, cycle).status == Status.PASS for f in (flt, share))
         foreign = sum(r.resources.cpu_millis for r in held if r.domain != node_domain)
-        decision = placement(AGREE, j, t, node_variables(n), NOON, foreign_cpu=foreign)
+        total = sum(r.resources.cpu_millis for r in held)
+        decision = placement(AGREE, j, t, node_variables(n), NOON, foreign_cpu=foreign, total_cpu=total)
         assert passes == decision.allowed, (case, decision.describe(), n, t)
 
 
@@ -257,6 +276,8 @@ def test_the_share_fast_path_refuses_exactly_where_share_findings_does():
             denies = [f for f in share_findings(subset, {"domain": domain, "cpu": t.resources.cpu_millis},
                                                 {"domain": n.domain, "cpu": n.capacity.cpu_millis, "name": n.name},
                                                 lambda n=n, c=c: c.foreign_cpu(n.id), lambda rule: True,
+                                                total_cpu=lambda n=n, c=c: n.capacity.cpu_millis
+                                                - c.free(n.id).cpu_millis,
                                                 only_denies=True) if not f.dry_run]
             verdict = flt.check(t, n, c)
             assert verdict.passed == (not denies)

@@ -5,7 +5,8 @@
   it. A refusal's summary names the policy and its version ("policy residency-eu v3 (network)"),
   so an unplaced task's explanation counts nodes by the policy that ruled them out.
 * `policy_share` (TASK filter): limits policies' `max_cpu_share`: what other domains' tasks may
-  hold of a node's CPU, counting what runs there and what this pass placed.
+  hold of a node's CPU (all tasks, with `foreign_only: false`), counting what runs there and what
+  this pass placed.
 * `policy_rank` (TASK scorer): the task's `rank:` CEL over the node, 0..100.
 
 Why TASK scope: tasks carry `policy_class` (one per job and workflow task) and `attributes` (a
@@ -460,14 +461,19 @@ class PolicyShareFilter:
         used: int | None = None
         for policy in self.policies:
             limits = policy.limits
-            if limits.foreign_only and domain == node_domain:  # type: ignore[union-attr]
+            foreign_only = limits.foreign_only  # type: ignore[union-attr]
+            if foreign_only and domain == node_domain:
                 continue
             own = policy.domain
             if own is not None and own != domain and own != node_domain:
                 continue
-            if used is None:
-                used = cycle.foreign_cpu(node.id)
-            if cpu + used > limits.max_cpu_share * cap:  # type: ignore[union-attr, operator]
+            if not foreign_only:
+                held = cap - cycle.free(node.id).cpu_millis  # every domain's CPU on the node
+            else:
+                if used is None:
+                    used = cycle.foreign_cpu(node.id)
+                held = used
+            if cpu + held > limits.max_cpu_share * cap:  # type: ignore[union-attr, operator]
                 return True
         return False
 
@@ -490,7 +496,8 @@ class PolicyShareFilter:
         cap = node.capacity.cpu_millis
         findings = share_findings(self.policies, {"domain": task.domain, "cpu": task.resources.cpu_millis},
                                   {"domain": node.domain, "cpu": cap, "name": node.name},
-                                  lambda: cycle.foreign_cpu(node.id), holds, only_denies=True)
+                                  lambda: cycle.foreign_cpu(node.id), holds,
+                                  total_cpu=lambda: cap - cycle.free(node.id).cpu_millis, only_denies=True)
         for finding in findings:
             if not finding.dry_run:
                 return Verdict(Status.NOT_NOW, self.name,
