@@ -56,7 +56,9 @@ def pair(fabric, workflows):
         except ApiError as exc:
             assert exc.status == 409
     policy = fabric.root / "picky-policy.yaml"
-    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "reason": "owner's rule"}))
+    # The owner keeps this policy private (`advertise: false`): the coordinator cannot know what the
+    # node accepts, so it offers, and the agent declines. The last tests advertise it.
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "reason": "owner's rule", "advertise": False}))
     join = fabric.join_token("lab")["token"]
     lib = fabric.root / "negotiation-lib"
     lib.mkdir(exist_ok=True)
@@ -114,7 +116,7 @@ def test_a_task_only_a_declining_node_could_take_waits_and_says_why(fabric, work
 
 def test_reloading_the_owner_policy_changes_new_offers_and_stops_what_it_no_longer_allows(fabric, workflows, pair):
     policy = pair["policy"]
-    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab", "ops"]}, "on_change": "stop"}))
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab", "ops"]}, "on_change": "stop", "advertise": False}))
     result = fabric.cli("agent", "reload", "--data-dir", str(pair["picky_agent"].data_dir))
     assert result.returncode == 0, result.stderr
     wait_until(lambda: "reloaded: version 2" in pair["picky_agent"].log(), timeout=20, message="the reload")
@@ -128,7 +130,7 @@ def test_reloading_the_owner_policy_changes_new_offers_and_stops_what_it_no_long
     assert workflows.task(job, "a")["node_id"] == pair["picky"]  # the new policy accepts ops
 
     # The owner closes the node to ops again: the running task is handed back and moves.
-    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "on_change": "stop"}))
+    policy.write_text(yaml.safe_dump({"accept": {"domains": ["lab"]}, "on_change": "stop", "advertise": False}))
     assert fabric.cli("agent", "reload", "--data-dir", str(pair["picky_agent"].data_dir)).returncode == 0
     moved = workflows.wait_task(job, "a", lambda t: t["status"] == "running" and t["node_id"] == pair["easy"],
                                 timeout=60, what="running on easy")
@@ -153,7 +155,8 @@ def _reload(fabric, pair, doc: dict) -> None:
 
 def test_a_task_stopped_by_a_reload_checkpoints_first_and_resumes_elsewhere_from_it(fabric, workflows, pair):
     grace = 60.0  # it stops by its checkpoint long before this
-    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "stop", "checkpoint_grace": "60s"})
+    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "stop", "checkpoint_grace": "60s",
+                           "advertise": False})
     progress = workflows.path(f"negotiation-progress-{fabric.backend}")
     progress.unlink(missing_ok=True)
     job = workflows.jobs.submit({"name": "count", "rank": PREFER_PICKY, "tasks": {"count": {
@@ -165,7 +168,8 @@ def test_a_task_stopped_by_a_reload_checkpoints_first_and_resumes_elsewhere_from
                message="attempt 1 counting")
 
     asked = time.time()
-    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "stop", "checkpoint_grace": "60s"})
+    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "stop", "checkpoint_grace": "60s",
+                           "advertise": False})
     assert workflows.wait(job, timeout=90)["status"] == "succeeded"
     task = workflows.task(job, "count")
     first, second = task["attempts"]
@@ -183,7 +187,7 @@ def test_a_task_stopped_by_a_reload_checkpoints_first_and_resumes_elsewhere_from
 
 
 def test_with_on_change_finish_a_running_task_finishes_here_and_new_offers_are_declined(fabric, workflows, pair):
-    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "finish"})
+    _reload(fabric, pair, {"accept": {"domains": ["lab", "ops"]}, "on_change": "finish", "advertise": False})
     release = workflows.path(f"negotiation-finish-{fabric.backend}.release")
     release.unlink(missing_ok=True)
     hold = f"while [ ! -e '{release}' ]; do sleep 0.05; done"
@@ -192,7 +196,7 @@ def test_with_on_change_finish_a_running_task_finishes_here_and_new_offers_are_d
     workflows.wait_running(long, "a", attempt=1, timeout=60)
     assert workflows.task(long, "a")["node_id"] == pair["picky"]
 
-    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "finish"})
+    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "on_change": "finish", "advertise": False})
     # A new offer of domain ops is declined and runs elsewhere...
     late = workflows.jobs.submit({"name": "late", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
                                  None, "ops")["id"]
@@ -206,3 +210,35 @@ def test_with_on_change_finish_a_running_task_finishes_here_and_new_offers_are_d
     assert workflows.wait(long, timeout=60)["status"] == "succeeded"
     assert [(a["status"], a["node_id"]) for a in workflows.task(long, "a")["attempts"]] == [
         ("succeeded", pair["picky"])]
+
+
+def test_an_advertised_owner_policy_is_followed_by_the_scheduler_without_a_decline(fabric, workflows, pair):
+    """Two-sided matchmaking: with its policy advertised (the default), the coordinator knows what
+    the node accepts and does not offer it anything else; the task goes to `easy` at once (one
+    attempt, no decline), and a task only `picky` could run waits, naming the owner's policy."""
+    _reload(fabric, pair, {"accept": {"domains": ["lab"]}, "reason": "owner's rule"})
+    version = int(pair["picky_agent"].log().rsplit("reloaded: version", 1)[1].split()[0])
+    wait_until(lambda: any(r["subject"] == f"node:{pair['picky']}"
+                           and (r["details"].get("owner_policy") or {}).get("version") == version
+                           for r in fabric.audit(kind="node.owner_policy")),
+               timeout=30, message="the reloaded policy advertised to the coordinator")
+
+    job = workflows.jobs.submit({"name": "advertised", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
+                                None, "ops")["id"]
+    assert workflows.wait(job, timeout=90)["status"] == "succeeded"
+    assert [(a["status"], a["node_id"]) for a in workflows.task(job, "a")["attempts"]] == [
+        ("succeeded", pair["easy"])]
+
+    only = workflows.jobs.submit({"name": "only-picky-advertised", "requires": 'node.name == "picky"',
+                                  "tasks": {"a": {"command": OK}}}, None, "ops")["id"]
+    named = f"policy owner v{version} (node)"
+    task = workflows.wait_task(only, "a", lambda t: named in (t.get("pending_reason") or ""),
+                               timeout=60, what="a pending reason naming the owner's policy")
+    assert workflows.task(only, "a")["attempts"] == []  # never offered, so never declined
+    workflows.jobs.post(f"/v1/jobs/{only}/cancel", {"reason": "test"})
+
+    # Jobs of the owner's own domain still go to the node they prefer.
+    own = workflows.jobs.submit({"name": "own-advertised", "rank": PREFER_PICKY, "tasks": {"a": {"command": OK}}},
+                                None, "lab")["id"]
+    assert workflows.wait(own, timeout=60)["status"] == "succeeded"
+    assert workflows.task(own, "a")["node_id"] == pair["picky"]

@@ -188,6 +188,14 @@ def test_nodes_round_trip_with_optimistic_versions(store: SqlStore):
         assert (got.last_heartbeat_at, got.telemetry) == (NOW + 9, {"cpu_percent": 50.0})
         assert uow.nodes.facts(node.id) == {"new": True}
         assert uow.nodes.down_times(node.id) == [NOW, NOW + 5]
+        assert uow.nodes.owner_policies() == {}
+
+    owner = {"name": "owner", "version": 2, "domains": ["d1"], "require_labels": {"team": "ml"}}
+    with store.unit_of_work() as uow:
+        uow.nodes.set_facts(node.id, {"platform": {"os": "linux"}, "owner_policy": owner})
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:  # only the advertised policies, read in SQL
+        assert uow.nodes.owner_policies() == {node.id: owner}
 
 
 def test_a_unit_of_work_without_commit_changes_nothing(store: SqlStore):

@@ -177,6 +177,20 @@ class ConfigApplier:
         self._declared = declaration
         self._declared_at = time.monotonic()
 
+    def redeclare(self) -> bool:
+        """Declare again now with the agent's current facts (its owner policy was reloaded): False
+        when nothing was declared here yet (the agent's own `hello` then carries them)."""
+        if self._declared is None:
+            return False
+        facts = dict(self._declared.get("facts") or {})
+        advertised = self.agent.advertised_policy()
+        if advertised is None:
+            facts.pop("owner_policy", None)
+        else:
+            facts["owner_policy"] = advertised
+        self._declare({**self._declared, "facts": facts})
+        return True
+
     def _redeclare_if_due(self) -> None:
         """Labels and capacity again now and then: a reconnect declares the owner's values only."""
         if self._declared is not None and time.monotonic() - self._declared_at > _REDECLARE_S:

@@ -45,6 +45,7 @@ from polyfabric.agent.runner.checkpoints import CheckpointAgent
 from polyfabric.agent.secrets import SecretOpener, manifest_signer
 from polyfabric.agent.settings import AgentSettings
 from polyfabric.client import AgentClient, ApiError, CoordinatorUnreachable
+from polyfabric.domain.policy import OwnerPolicy
 from polyfabric.domain.resources import Resources
 from polyfabric.observability import configure_logging
 from polyfabric.observability.metrics import AgentMetrics, agent_registry, serve_agent_metrics
@@ -90,21 +91,35 @@ class Agent:
         self.prober = Prober(interval_s=settings.probe_interval_s)
         self.metrics = AgentMetrics()  # served on --metrics-port (off by default)
         self.node_domain, self.node_name = "", settings.name
+        self._owner_policy: OwnerPolicy | None = None
         if settings.policy_file is not None:
-            load_owner_policy(settings.policy_file)  # a bad policy file stops the agent at start, naming the field
+            # A bad policy file stops the agent at start, naming the field.
+            self._owner_policy = load_owner_policy(settings.policy_file)
 
     # -- joining ----------------------------------------------------------------------------
 
     def declaration(self) -> dict[str, Any]:
         detected = fingerprint.detect(self.settings.data_dir, self.settings.overrides)
         self.capacity = Resources.from_dict(detected["capacity"])
+        facts: dict[str, Any] = {"network": detected.get("network", {}), "platform": detected.get("platform", {})}
+        advertised = self.advertised_policy()
+        if advertised is not None:
+            facts["owner_policy"] = advertised
         return {
             "name": self.settings.name,
             "labels": self.settings.labels,
             "capacity": detected["capacity"],
-            "facts": {"network": detected.get("network", {}), "platform": detected.get("platform", {})},
+            "facts": facts,
             "agent_version": __version__,
         }
+
+    def advertised_policy(self) -> dict[str, Any] | None:
+        """What the owner's policy lets the coordinator know (issue 6): its accept rules, so that
+        the scheduler offers this node only what it would accept; None without a policy or with
+        `advertise: false`. The agent still answers every offer itself."""
+        negotiator = self.runner.negotiator if self.runner is not None else None
+        policy = negotiator.policy if negotiator is not None else self._owner_policy
+        return policy.advertised() if policy is not None else None
 
     def join(self) -> dict[str, Any]:
         decl = self.declaration()
@@ -162,10 +177,21 @@ class Agent:
         policy, error = negotiator.reload()
         if error is not None:
             return
+        self._advertise_policy()
         for ident, reason in negotiator.no_longer_allowed():
             if runner is not None and runner.hand_back(ident, reason, policy.checkpoint_grace_s):
                 log.info("stopping %s attempt %d (checkpoint grace %gs): %s", ident[0], ident[1],
                          policy.checkpoint_grace_s, reason)
+
+    def _advertise_policy(self) -> None:
+        """Tell the coordinator what the reloaded policy accepts (a `hello` with the new facts);
+        until it lands, offers the new policy declines are declined, as always."""
+        config = getattr(self, "config", None)
+        try:
+            if config is None or not config.redeclare():
+                self.client.post("/v1/agent/hello", {"node": self.declaration()})
+        except Exception as exc:  # the next redeclaration carries it
+            log.warning("could not advertise the reloaded node policy: %s", exc)
 
     def _refusal(self, exc: ApiError) -> AgentRefused:
         # Only this node's own revocation is exit 3 (a revoked *join token* is a refusal like any other).

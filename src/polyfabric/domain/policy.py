@@ -32,6 +32,7 @@ policy does not apply; an `allow` that fails to evaluate denies (fail closed), s
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +52,7 @@ __all__ = [
     "Evaluator",
     "Finding",
     "OwnerPolicy",
+    "advertised_owner_policy",
     "Policy",
     "PolicyInvalid",
     "Rule",
@@ -74,7 +76,7 @@ ACTIONS = ("block", "cordon", "quarantine")
 POLICY_KEYS = ("name", "kind", "scope", "mode", "description", "when", "allow", "reason", "limits", "action")
 LIMIT_KEYS = ("max_cpu_share", "foreign_only", "commands", "max_runtime")
 OWNER_KEYS = ("domains", "hours", "max_cpu_share", "require_labels", "when", "rank", "on_change", "checkpoint_grace",
-              "reason")
+              "reason", "advertise")
 OWNER_CHECKPOINT_GRACE_S = 10.0  # on_change: stop: how long a task asked to checkpoint may take
 _NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,62}[A-Za-z0-9])?$")
 _DOMAIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -699,6 +701,37 @@ class OwnerPolicy:
     name: str = "owner"
     # on_change: stop asks such a task to checkpoint and stop, and stops it after this long (0: at once)
     checkpoint_grace_s: float = OWNER_CHECKPOINT_GRACE_S
+    # The agent tells the coordinator what it accepts (`advertised()`), so that the scheduler offers
+    # only what this policy would accept (HTCondor's machine ad); false keeps the policy private.
+    advertise: bool = True
+    digest: str = field(default="", compare=False)  # of the document it was parsed from
+
+    @property
+    def reads_time(self) -> bool:
+        """Does a decision depend on the clock (hours, or a `when` that reads `now`)?"""
+        return self.hours is not None or (self.when is not None and "now" in self.when.variables)
+
+    def advertised(self) -> dict[str, Any] | None:
+        """What the agent declares of this policy to the coordinator (None when `advertise: false`):
+        every accept rule, the reason and the version, in the form `parse_owner_policy` reads."""
+        if not self.advertise:
+            return None
+        doc: dict[str, Any] = {"name": self.name, "version": self.version}
+        if self.domains is not None:
+            doc["domains"] = list(self.domains)
+        if self.hours is not None:
+            doc["hours"] = f"{_hhmm(self.hours[0])}-{_hhmm(self.hours[1])}"
+        if self.max_cpu_share is not None:
+            doc["max_cpu_share"] = self.max_cpu_share
+        if self.require_labels:
+            doc["require_labels"] = dict(self.require_labels)
+        if self.when is not None:
+            doc["when"] = self.when.source
+        if self.rank is not None:
+            doc["rank"] = self.rank.source
+        if self.reason:
+            doc["reason"] = self.reason
+        return doc
 
     def decide(self, job: Mapping[str, Any], task: Mapping[str, Any], node: Mapping[str, Any], now: float,
                foreign_cpu: int = 0, ev: Evaluator | None = None) -> Finding:
@@ -760,7 +793,7 @@ def parse_owner_policy(doc: Any, *, version: int = 1) -> OwnerPolicy:
         raise PolicyInvalid("owner", ["accept must be a map"])
     merged = {**{k: v for k, v in doc.items() if k != "accept"}, **accept}
     for key in merged:
-        if key not in OWNER_KEYS and key != "name":
+        if key not in OWNER_KEYS and key not in ("name", "version"):
             problems.append(f"unknown key {key!r} (known: {', '.join(OWNER_KEYS)})")
     domains = merged.get("domains")
     if domains is not None and (not isinstance(domains, list) or not all(isinstance(d, str) for d in domains)):
@@ -805,12 +838,31 @@ def parse_owner_policy(doc: Any, *, version: int = 1) -> OwnerPolicy:
         else:
             grace_s = _duration(raw_grace, "checkpoint_grace", problems)
     reason = merged.get("reason", "")
+    advertise = merged.get("advertise", True)
+    if not isinstance(advertise, bool):
+        problems.append(f"advertise must be true or false, got {advertise!r}")
     if problems:
         raise PolicyInvalid("owner", problems)
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return OwnerPolicy(tuple(domains) if domains is not None else None, hours, max_share,
                        {str(k): str(v) for k, v in labels.items()}, rules["when"], rules["rank"], str(on_change),
                        str(reason or ""), version, str(merged.get("name") or "owner"),
-                       grace_s if grace_s is not None else OWNER_CHECKPOINT_GRACE_S)
+                       grace_s if grace_s is not None else OWNER_CHECKPOINT_GRACE_S, advertise is not False, digest)
+
+
+def advertised_owner_policy(doc: Any) -> OwnerPolicy | None:
+    """The owner policy a node advertised (its `facts.owner_policy`, `OwnerPolicy.advertised()`),
+    as the coordinator's scheduler uses it; None when there is none or it does not parse (the
+    agent still answers every offer itself, so a policy the coordinator cannot read only costs
+    declines)."""
+    if not isinstance(doc, Mapping):
+        return None
+    version = doc.get("version", 1)
+    try:
+        return parse_owner_policy({k: v for k, v in doc.items() if k != "version"},
+                                  version=version if isinstance(version, int) else 1)
+    except ValidationError:
+        return None
 
 
 def answer_bytes(answer: Mapping[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 from polyfabric.domain.errors import NotFound, ValidationError
 from polyfabric.domain.node_states import NodeState
 from polyfabric.domain.nodes import Node
+from polyfabric.domain.policy import OwnerPolicy
 from polyfabric.domain.resources import Resources
 from polyfabric.domain.vivaldi import Coordinate
 
@@ -94,7 +95,8 @@ class NodeView:
 
     `allocated` is authoritative for capacity (it may include reservations that are not tasks);
     `running` is what preemption may evict and what the limits count. `max_tasks` caps how many
-    tasks run here at once; None falls back to `ConcurrencyLimits.per_node`.
+    tasks run here at once; None falls back to `ConcurrencyLimits.per_node`. `owner` is the node
+    owner's policy as its agent advertised it (the `policy` and `policy_share` filters read it).
     """
 
     id: str
@@ -107,6 +109,9 @@ class NodeView:
     running: tuple[RunningTask, ...] = ()
     max_tasks: int | None = None
     coords: Coordinate | None = None  # measured network coordinates (Vivaldi), when reported
+    # What the node's owner accepts, as its agent advertised it (domain/policy.py `OwnerPolicy`):
+    # the scheduler offers the node only what this would accept; the agent still answers each offer.
+    owner: OwnerPolicy | None = None
 
     def __post_init__(self) -> None:
         _check_resources(f"node {self.name}", self.capacity)

@@ -59,6 +59,7 @@ class Services:
         services = cls(ctx=ctx, tokens=tokens, domains=DomainService(ctx), nodes=NodeService(ctx, tokens),
                    audit=AuditService(ctx), runtime=runtime, jobs=JobService(ctx, runtime),
                    checkpoints=CheckpointService(ctx, runtime, None))
+        services.nodes.on_declared = runtime.node_declared
         services.policies = PolicyService(ctx, runtime)
         services.topology = TopologyService(ctx, runtime.allocated_by_node)
         services.config = ConfigService(ctx)

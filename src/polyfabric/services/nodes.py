@@ -8,7 +8,7 @@ table and touch the database only when they change the node's state.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,9 @@ class NodeService:
     def __init__(self, ctx: ServiceContext, tokens: TokenService) -> None:
         self._ctx = ctx
         self._tokens = tokens
+        # Told when a node's declaration changed what the scheduler sees of it (labels, capacity,
+        # its owner's advertised policy): the runtime reads the nodes again on its next pass.
+        self.on_declared: Callable[[str], None] | None = None
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -170,9 +173,19 @@ class NodeService:
                     domain=node.domain, cause="agent reconnected with a changed declaration",
                     details={k: (v.to_dict() if isinstance(v, Resources) else v) for k, v in changes.items()},
                 )], now)
+            advertised = reg.facts.get("owner_policy")
+            owner_changed = uow.nodes.facts(node_id).get("owner_policy") != advertised
+            if owner_changed:
+                # What the node's owner accepts changed (issue 6): the scheduler follows it.
+                uow.audit.append([AuditEntry(
+                    actor=f"node:{node_id}", action="node.owner_policy", subject=f"node:{node_id}",
+                    domain=node.domain, cause="the agent advertised its owner's policy",
+                    details={"owner_policy": advertised})], now)
             uow.nodes.set_facts(node_id, reg.facts)
             uow.commit()
             node = self._get(uow, node_id)
+        if (changes or owner_changed) and self.on_declared is not None:
+            self.on_declared(node_id)
         return node
 
     def heartbeat(self, node_id: str, telemetry: dict[str, Any],

@@ -17,6 +17,7 @@ the task's current attempt on the node it was given to. Anything else is refused
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import random
 import threading
@@ -30,7 +31,7 @@ from polyfabric.domain.access import Principal, authorize
 from polyfabric.domain.errors import Conflict, NotFound, NotPermitted, Unavailable, ValidationError
 from polyfabric.domain.jobs import WorkflowState
 from polyfabric.domain.node_states import NodeState
-from polyfabric.domain.policy import Policy
+from polyfabric.domain.policy import OwnerPolicy, Policy, advertised_owner_policy
 from polyfabric.domain.policy import admission as admission_decision
 from polyfabric.domain.resources import Resources
 from polyfabric.domain.task_states import TERMINAL, TaskState
@@ -201,8 +202,9 @@ class JobRuntime:
         self._profile = with_policies(self._profile, ())
         self._rng = rng or random.Random()
         self._limits = ConcurrencyLimits()
-        self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources]] = {}
+        self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
         self._node_cache_at = -1e18
+        self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
         self.pending_reasons: dict[str, str] = {}
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
         # them is acknowledged again, and their late log chunks are still stored.
@@ -848,7 +850,7 @@ class JobRuntime:
     def limits(self) -> ConcurrencyLimits:
         return self._limits
 
-    def _nodes(self, now: float) -> dict[str, tuple[str, str, dict[str, str], Resources]]:
+    def _nodes(self, now: float) -> dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]]:
         if now - self._node_cache_at > 2.0 or any(
                 e.node_id not in self._node_cache for e in self._ctx.liveness.entries()):
             with self._ctx.store.unit_of_work(readonly=True) as uow:
@@ -859,11 +861,32 @@ class JobRuntime:
                     if not batch:
                         break
                     for n in batch:
-                        cache[n.id] = (n.name, n.domain, dict(n.labels), n.capacity)
+                        cache[n.id] = (n.name, n.domain, dict(n.labels), n.capacity, None)
                     after = batch[-1].name
+                advertised = uow.nodes.owner_policies()
+            for node_id, doc in advertised.items():  # what each node's owner accepts (issue 6)
+                if node_id in cache:
+                    cache[node_id] = (*cache[node_id][:4], self._owner_policy(doc))
             self._node_cache = cache
             self._node_cache_at = now
         return self._node_cache
+
+    def node_declared(self, node_id: str) -> None:
+        """A node declared something new (labels, capacity, its owner's policy): read the nodes
+        again on the next pass, and run one soon."""
+        self._node_cache_at = -1e18
+        self.wake.set()
+
+    def _owner_policy(self, doc: dict[str, Any]) -> OwnerPolicy | None:
+        """An advertised owner policy, parsed once per distinct document (the same object every
+        pass, so the scheduler's caches keyed by it stay warm)."""
+        key = json.dumps(doc, sort_keys=True, default=str)
+        found = self._owner_docs.get(key, False)
+        if found is False:
+            if len(self._owner_docs) > 10_000:
+                self._owner_docs.clear()
+            found = self._owner_docs[key] = advertised_owner_policy(doc)
+        return found  # type: ignore[return-value]
 
     def _view(self, now: float) -> tuple[ClusterView, int, set[str]]:
         """The cluster as the scheduler sees it, the free slots on Active nodes, and the tasks
@@ -886,9 +909,9 @@ class JobRuntime:
                 running.append(RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources, a.semaphore,
                                            a.node_id, preemptible=a.cancel_reason is None,
                                            group=f"{a.job_id}/{a.key.split('[', 1)[0]}"))
-            name, domain, labels, capacity = spec
+            name, domain, labels, capacity, owner = spec
             views.append(NodeView(entry.node_id, name, domain, entry.state, labels, capacity, allocated,
-                                  tuple(running), coords=entry.coords))
+                                  tuple(running), coords=entry.coords, owner=owner))
             if entry.state == NodeState.ACTIVE:
                 free_slots += max(0, capacity.slots - allocated.slots)
         return ClusterView(tuple(views), version=0, limits=self._limits), free_slots, evicting
@@ -937,6 +960,8 @@ class JobRuntime:
             return 0, None
         near_cache: dict[tuple[str, str], frozenset[str]] = {}
         policy_filter: Any = next((f for f in self._profile.filters if f.name == "policy"), None)
+        if policy_filter is not None:  # the owners' advertised policies read task fields too
+            policy_filter.consider_owners({n.owner.digest: n.owner for n in view.nodes if n.owner}.values())
         classify = policy_filter.policy_class if policy_filter is not None else (lambda attrs, identity: identity)
         requests = []
         for q in candidates:

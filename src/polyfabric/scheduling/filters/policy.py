@@ -30,13 +30,14 @@ placement and the dry-run denies it carries (from the pass's cache: no second ev
 from __future__ import annotations
 
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from polyfabric.domain.policy import (
     Evaluator,
     Finding,
+    OwnerPolicy,
     Policy,
     Rule,
     judge,
@@ -181,7 +182,9 @@ class PolicyFilter:
                 fields = None
             else:
                 found.update(part)
-        self._fields = tuple(sorted(found)) if fields is not None else None
+        self._fields = self._policy_fields = tuple(sorted(found)) if fields is not None else None
+        self._owners_seen: frozenset[tuple[str, int]] = frozenset()
+        self._owner_ev = Evaluator()
         self._timed = any("now" in r.variables for p in self.policies for r in (p.when, p.allow) if r is not None)
 
     def _cache(self, cycle: CycleState) -> _PassCache:
@@ -200,13 +203,38 @@ class PolicyFilter:
                 self._cut.clear()
         return cache
 
+    def consider_owners(self, owners: Iterable[OwnerPolicy]) -> None:
+        """Owner policies the nodes advertise (NodeView.owner) read the job's domain and labels,
+        the task's labels and CPU, and what their `when` reads: `policy_class()` keys tasks by
+        those too, so that tasks sharing a class get the same answer from every owner. Call it
+        before computing the pass's policy classes (cheap when nothing changed)."""
+        seen = frozenset((o.digest, o.version) for o in owners)
+        if seen == self._owners_seen:
+            return
+        self._owners_seen = seen
+        fields = self._policy_fields
+        if seen and fields is not None:
+            extra = {("job", "domain"), ("job", "labels"), ("task", "domain"), ("task", "labels"), ("task", "cpu")}
+            for owner in owners:
+                if owner.when is not None:
+                    read = rule_fields(owner.when)
+                    if read is None:
+                        fields = None
+                        break
+                    extra.update(read)
+            if fields is not None:
+                fields = tuple(sorted(set(fields) | extra))
+        self._fields = fields
+
     def _nodekey(self, cache: _PassCache, node: NodeView) -> Hashable:
         key = cache.nodekeys.get(node.id)
         if key is None:
             cap = node.capacity
+            owner = node.owner
             key = cache.nodekeys[node.id] = (node.id, node.name, node.domain, node.state.value,
                                              tuple(sorted(node.labels.items())),
-                                             (cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots))
+                                             (cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots),
+                                             (owner.digest, owner.version) if owner is not None else None)
         return key
 
     def _node_part(self, cache: _PassCache, rule: Rule, nodekey: Hashable, node: NodeView) -> Hashable:
@@ -298,6 +326,9 @@ class PolicyFilter:
             timekey = cache.timekey
             if timekey is None and attrs.requires is not None and "now" in attrs.requires.variables:
                 timekey = tuple(sorted(cache.time.items()))
+            owner = node.owner
+            if owner is not None and owner.reads_time:  # hours, or a `when` over `now`: by the minute
+                timekey = (timekey, int(cycle.now // 60))
             lasting = ("pair", task.policy_class, self._nodekey(cache, node), timekey)
             known = self._answers.get(lasting)
             if known is None:
@@ -344,6 +375,15 @@ class PolicyFilter:
 
     def _decide(self, cache: _PassCache, task: TaskRequest, attrs: PolicyAttributes,
                 node: NodeView) -> tuple[Verdict, tuple[Finding, ...]]:
+        owner = node.owner
+        if owner is not None:
+            # The node owner's policy as its agent advertised it: offer the node only what it
+            # would accept (its CPU share over what other domains already hold is `policy_share`'s).
+            finding = owner.decide(attrs.job, attrs.task, self._node_map(self._nodekey(cache, node), node),
+                                   cache.cycle.now, ev=self._owner_ev)
+            if not finding.allowed:
+                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
+                               summary=f"policy {finding.ref} (node)"), ()
         applicable = self._applicable(cache, task, attrs) if self._prepared else ()
         requires = attrs.requires
         if not applicable and requires is None:
@@ -415,7 +455,8 @@ def _deny_text(finding: Finding, node: NodeView) -> Any:
 
 
 class PolicyShareFilter:
-    """Limits policies' `max_cpu_share` for tasks of other domains than the node's."""
+    """Limits policies' `max_cpu_share` for tasks of other domains than the node's, and the node
+    owner's (`NodeView.owner`)."""
 
     name = "policy_share"
     scope = Scope.TASK
@@ -430,7 +471,7 @@ class PolicyShareFilter:
         self._by_class = any(p.when is not None for p in self.policies)
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
-        if not self.policies:
+        if not self.policies and node.owner is None:
             return PASS
         memo = cycle.scratch.get(self.name)
         if memo is None:
@@ -478,6 +519,20 @@ class PolicyShareFilter:
         return False
 
     def _check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
+        owner = node.owner
+        if owner is not None and owner.max_cpu_share is not None and task.domain != node.domain:
+            # The owner's own cap on foreign jobs, as its agent advertised it (the agent counts
+            # the same: what other domains' attempts hold on the node, plus this task).
+            cap, cpu = node.capacity.cpu_millis, task.resources.cpu_millis
+            used = cycle.foreign_cpu(node.id)
+            if cap and cpu + used > owner.max_cpu_share * cap:
+                ref = f"{owner.name} v{owner.version}"
+                return Verdict(Status.NOT_NOW, self.name,
+                               f"node {node.name}: its owner's policy {ref} lets foreign jobs use at most "
+                               f"{owner.max_cpu_share:g} of its CPU ({cpu + used}m of {cap}m asked)",
+                               f"policy {ref} (node): cpu share")
+        if not self.policies:
+            return PASS
         if not self._by_class and not self._exceeds(task, node, cycle):
             return PASS
         attrs: PolicyAttributes | None = task.attributes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,6 +108,19 @@ class SqlNodeRepository:
         if after:
             query = query.where(nodes.c.name > after)
         return [_node(r) for r in self._conn.execute(query).mappings()]
+
+    def owner_policies(self) -> dict[str, Any]:
+        """Node id -> the owner policy its agent advertised (`facts.owner_policy`), for the nodes
+        that advertise one; read in SQL (JSON_EXTRACT / ->) so the rest of the facts stay put."""
+        value = nodes.c.facts["owner_policy"]
+        query = sa.select(nodes.c.id, value).where(value.is_not(None))
+        out = {}
+        for node_id, doc in self._conn.execute(query):
+            if isinstance(doc, str):  # some drivers hand the extracted JSON back as text
+                doc = json.loads(doc)
+            if isinstance(doc, dict):
+                out[node_id] = doc
+        return out
 
     def facts(self, node_id: str) -> dict[str, Any]:
         value = self._conn.execute(sa.select(nodes.c.facts).where(nodes.c.id == node_id)).scalar()
