@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import random
 import shutil
@@ -192,7 +193,8 @@ class _Fabric:
     """One coordinator's services over a fresh SQLite file store, the nodes registered and Active,
     the jobs submitted; with `policies`, the 20 policies applied and the owners' negotiators."""
 
-    def __init__(self, nodes: int, tasks: int, seed: int, policies: bool, plan_on_commit: bool) -> None:
+    def __init__(self, nodes: int, tasks: int, seed: int, policies: bool, plan_on_commit: bool,
+                 private_owners: bool = False) -> None:
         self.tmp = Path(tempfile.mkdtemp(prefix="pf-bench-sys-"))
         self.store = SqlStore(f"sqlite:///{self.tmp / 'db.sqlite'}")
         migrate.upgrade(self.store.engine)
@@ -212,9 +214,15 @@ class _Fabric:
         self.capacity_mem_mib = 0
         for n in view.nodes:
             key = generate_private_key()
+            owner = owners.get(n.id)
+            if owner is not None and private_owners:
+                owner = dataclasses.replace(owner, advertise=False)
+            # What the agent declares: its owner's policy too, unless the owner keeps it private.
+            advertised = owner.advertised() if owner is not None else None
             node = self.services.nodes.register(
                 Registration(public_key=public_key_raw(key), name=n.name, labels=dict(n.labels),
-                             capacity=n.capacity), tokens[n.domain])
+                             capacity=n.capacity, facts={"owner_policy": advertised} if advertised else {}),
+                tokens[n.domain])
             entry = self.services.nodes.heartbeat(node.id, {}, None)
             if self.services.nodes.needs_settle(entry):
                 self.services.nodes.settle(node.id)
@@ -222,7 +230,6 @@ class _Fabric:
             self.gpus += n.capacity.gpus
             self.capacity_cpu += n.capacity.cpu_millis
             self.capacity_mem_mib += n.capacity.memory_bytes // 2**20
-            owner = owners.get(n.id)
             if owner is not None:
                 cap = n.capacity
                 variables = {"id": node.id, "name": n.name, "domain": n.domain, "labels": dict(n.labels),
@@ -350,9 +357,11 @@ def _loop(f: _Fabric, max_passes: int) -> dict[str, Any]:
             "pending": stats["queued"], "pending_reasons": pending_reasons, "per_pass": per_pass}
 
 
-def one_run(mode: str, nodes: int, tasks: int, seed: int, max_passes: int, plan_on_commit: bool) -> dict[str, Any]:
+def one_run(mode: str, nodes: int, tasks: int, seed: int, max_passes: int, plan_on_commit: bool,
+            private_owners: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
-    fabric = _Fabric(nodes, tasks, seed, policies=mode == "on", plan_on_commit=plan_on_commit)
+    fabric = _Fabric(nodes, tasks, seed, policies=mode == "on", plan_on_commit=plan_on_commit,
+                     private_owners=private_owners)
     try:
         setup = time.perf_counter() - t0
         log(f"  {mode}: set-up {setup:.1f}s ({nodes} nodes, {fabric.jobs} jobs, {fabric.queued_at_start} tasks "
@@ -429,6 +438,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-passes", type=int, default=50, help="stop a run after this many passes")
     parser.add_argument("--plan-on-commit", action="store_true",
                         help="as in a coordinator: a commit that frees slots or declines runs a pass first")
+    parser.add_argument("--private-owners", action="store_true",
+                        help="owners keep their policies private (advertise: false): the coordinator offers "
+                             "blindly and learns from declines")
     parser.add_argument("--mode", choices=("both", "off", "on"), default="both",
                         help="run only one mode (for profiling); ratios need both")
     args = parser.parse_args(argv)
@@ -441,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 log(f"run {r + 1}/{args.repeat}, {mode}")
                 runs[mode].append(one_run(mode, args.nodes, args.tasks, args.seed, args.max_passes,
-                                          args.plan_on_commit))
+                                          args.plan_on_commit, args.private_owners))
     medians = {}
     for mode in modes:
         m = median_of_runs([{k: v for k, v in run.items() if k != "per_pass"} for run in runs[mode]])
@@ -456,6 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table([ratios], RATIO_COLUMNS, title="ratios of the medians (target: wall and cpu on/off <= 1.25)")
     emit_json("scheduling_policies_system", {
         "machine": info, "argv": sys.argv[1:] if argv is None else argv, "plan_on_commit": args.plan_on_commit,
+        "private_owners": args.private_owners,
         "results": medians, "ratios": ratios, "per_pass_fields": PER_PASS_FIELDS,
         "runs": {m: [_round(run) for run in rs] for m, rs in runs.items()}})
     return 0

@@ -205,6 +205,8 @@ class JobRuntime:
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
         self._node_cache_at = -1e18
         self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
+        self._policy_filter: Any = None  # the profile's `policy` filter (decisions of placements)
+        self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # id(findings) -> (them, rows)
         self.pending_reasons: dict[str, str] = {}
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
         # them is acknowledged again, and their late log chunks are still stored.
@@ -1028,11 +1030,13 @@ class JobRuntime:
                                              "attempt": victim.attempt, "for_task": preemption.for_task_id,
                                              "reason": preemption.reason}))
         jobs = list(touched.values())
+        placed_per_job: dict[str, int] = {}
+        for assignment in new_assignments:
+            placed_per_job[assignment.job_id] = placed_per_job.get(assignment.job_id, 0) + 1
         for job in jobs:
-            count = sum(1 for p in plan.placements if self._assignments[p.task_id].job_id == job.id)
             audit.append(AuditEntry(actor="system:scheduler", action="job.placed", subject=f"job:{job.id}",
                                     domain=job.domain, cause="scheduling pass",
-                                    details={"placed": count}))
+                                    details={"placed": placed_per_job.get(job.id, 0)}))
         return len(plan.placements), {"jobs": jobs, "audit": audit, "attempts_new": attempts,
                                       "notify": {f"node:{n}" for n in placed_nodes},
                                       "assignments": new_assignments}
@@ -1330,16 +1334,21 @@ class JobRuntime:
         """Which policy versions allowed this placement (and what a dry-run policy would have denied)."""
         if not self._policies:
             return
-        findings = ()
-        for flt in self._profile.filters:
-            if flt.name == "policy":
-                findings = flt.decision(request, node_id)  # type: ignore[attr-defined]
-                break
+        flt = self._policy_filter
+        if flt is None or flt not in self._profile.filters:
+            flt = self._policy_filter = next((f for f in self._profile.filters if f.name == "policy"), None)
+        findings = flt.decision(request, node_id) if flt is not None else ()  # type: ignore[attr-defined]
         if not findings:
             return
+        # Tasks of a class placed on like nodes share one findings tuple (the filter's cache): one
+        # list of dicts for all of them (rows are written as they are, never changed in memory).
+        hit = self._findings_rows.get(id(findings))
+        if hit is None or hit[0] is not findings:
+            if len(self._findings_rows) > 10_000:
+                self._findings_rows.clear()
+            hit = self._findings_rows[id(findings)] = (findings, [f.to_dict() for f in findings])
         self._pending.decisions.append({"job_id": job.id, "task_id": task_id, "attempt": attempt, "node_id": node_id,
-                                        "kind": "placement", "allowed": True,
-                                        "findings": [f.to_dict() for f in findings], "at": now})
+                                        "kind": "placement", "allowed": True, "findings": hit[1], "at": now})
         would = [f for f in findings if not f.allowed]
         if would:
             audit.append(AuditEntry(actor="system:policy", action="policy.dry_run", subject=f"task:{task_id}",

@@ -161,6 +161,9 @@ class PolicyFilter:
         self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
         self._requires_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}
         self._class_ids: dict[Hashable, int] = {}  # policy_class(): key -> its id
+        # id(attrs) -> (attrs, identity, the fields then, its class): the runtime hands the same
+        # attributes object for every task of a job's task, pass after pass
+        self._class_memo: dict[int, tuple[PolicyAttributes, Hashable, Any, int]] = {}
         self._next_class_id = 0
         # (variable, id(map), fields) -> (map, the map cut down to the fields a rule reads): CEL
         # converts what it is handed (~35 µs for a whole node, job or task map, ~5 µs for the one
@@ -355,6 +358,16 @@ class PolicyFilter:
         and workflow task). Returned as a small int standing for the key (see below)."""
         if attrs is None:
             return None
+        memo = self._class_memo.get(id(attrs))
+        if memo is not None and memo[0] is attrs and memo[1] == identity and memo[2] is self._fields:
+            return memo[3]  # type: ignore[no-any-return]
+        found = self._policy_class(attrs, identity)
+        if len(self._class_memo) > _MAX_CACHED // 10:
+            self._class_memo.clear()
+        self._class_memo[id(attrs)] = (attrs, identity, self._fields, found)  # holds attrs: its id stays its own
+        return found
+
+    def _policy_class(self, attrs: PolicyAttributes, identity: Hashable) -> int:
         fields = self._fields
         requires = attrs.requires
         if requires is not None and fields is not None:
@@ -379,8 +392,7 @@ class PolicyFilter:
         if owner is not None:
             # The node owner's policy as its agent advertised it: offer the node only what it
             # would accept (its CPU share over what other domains already hold is `policy_share`'s).
-            finding = owner.decide(attrs.job, attrs.task, self._node_map(self._nodekey(cache, node), node),
-                                   cache.cycle.now, ev=self._owner_ev)
+            finding = self._owner_answer(cache, owner, task, attrs, node)
             if not finding.allowed:
                 return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
                                summary=f"policy {finding.ref} (node)"), ()
@@ -441,6 +453,32 @@ class PolicyFilter:
                 return Verdict(Status.NEVER, self.name, f"the task requires {requires.source}: {why}",
                                f"requirement not met: {requires.source}"), ()
         return PASS, tuple(kept)
+
+    def _owner_answer(self, cache: _PassCache, owner: OwnerPolicy, task: TaskRequest, attrs: PolicyAttributes,
+                      node: NodeView) -> Finding:
+        """`owner.decide` without the foreign CPU (policy_share's), kept by what it reads: the job's
+        domain, the labels if it requires some, the task's and node's CPU if it caps a share,
+        what its `when` reads, the minute if it reads the clock. Owners of many nodes with the
+        same policy, and tasks alike in those fields, share one answer."""
+        job, own = attrs.job, attrs.task
+        when = owner.when
+        when_key: Hashable = None
+        if when is not None:
+            fields = self._requires_fields.get(when.source, False)
+            if fields is False:
+                fields = self._requires_fields[when.source] = rule_fields(when)
+            nodekey = self._nodekey(cache, node)
+            when_key = (_key(fields, task, attrs),  # type: ignore[arg-type]
+                        self._node_part(cache, when, nodekey, node) if "node" in when.variables else None)
+        key = ("owner", owner.digest, owner.version, job.get("domain") or own.get("domain"),
+               _freeze((job.get("labels"), own.get("labels"))) if owner.require_labels else None,
+               (own.get("cpu"), node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
+               when_key, int(cache.cycle.now // 60) if owner.reads_time else None)
+        found = self._answers.get(key)
+        if found is None:
+            node_map = self._node_map(self._nodekey(cache, node), node)
+            found = self._answers[key] = owner.decide(job, own, node_map, cache.cycle.now, ev=self._owner_ev)
+        return found  # type: ignore[no-any-return]
 
     def decision(self, task: TaskRequest, node_id: str) -> tuple[Finding, ...]:
         """The findings that let `task` onto `node_id` in the last pass (allows and dry-run denies)."""
