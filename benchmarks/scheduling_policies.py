@@ -40,6 +40,7 @@ from polyfabric.domain.policy import (
     Evaluator,
     OwnerPolicy,
     Policy,
+    advertised_owner_policy,
     compile_rule,
     job_context,
     parse_owner_policy,
@@ -189,17 +190,28 @@ def negotiate(view: ClusterView, tasks: list[TaskRequest], plan: Any, owners: di
     return len(declined), schedule(view, declined, profile, random.Random(seed + 99), now=_NOON)
 
 
-def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
+def advertised_view(view: ClusterView, owners: dict[str, OwnerPolicy]) -> ClusterView:
+    """The view the coordinator has when agents advertise their owners' policies (NodeView.owner:
+    the policy as the coordinator parses it back from the agent's declaration)."""
+    return ClusterView(tuple(dataclasses.replace(n, owner=advertised_owner_policy(owners[n.id].advertised()))
+                             if n.id in owners else n for n in view.nodes), view.version, view.limits)
+
+
+def run(nodes: int, tasks: int, repeat: int, seed: int, private_owners: bool = False) -> dict[str, Any]:
     view = build_cluster(nodes, seed)
     plain = build_tasks(tasks, seed, [n.id for n in view.nodes])
     base = builtin_registry().profile("binpack")
     policies = build_policies()
     on = with_policies(base, policies)
     flt = next(f for f in on.filters if f.name == "policy")
+    owners = owner_policies(view, seed)
+    # "on" plans on what the coordinator knows: the owners' advertised policies (unless they keep
+    # them private: then it offers blindly and only the offers round finds the declines).
+    view_on = view if private_owners else advertised_view(view, owners)
+    flt.consider_owners([n.owner for n in view_on.nodes if n.owner is not None])  # type: ignore[attr-defined]
     rich = [dataclasses.replace(t, policy_class=flt.policy_class(t.attributes, t.policy_class),  # type: ignore[attr-defined]
                                 rank_key=flt.rank_key(t.attributes, t.policy_class))  # type: ignore[attr-defined]
             for t in with_attributes(plain, seed)]
-    owners = owner_policies(view, seed)
     # One evaluator per owner, made before timing: each agent keeps its own for its lifetime.
     evaluators = {nid: Evaluator() for nid in owners}
     off_times, on_times, neg_times, pass_times = [], [], [], []
@@ -209,7 +221,7 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
     # The first pass with policies finds every cache empty (the coordinator's first pass after
     # policies change); the ones after it find them warm (every later pass on the same fabric).
     start = time.perf_counter()
-    schedule(view, rich, on, random.Random(seed), now=_NOON)
+    schedule(view_on, rich, on, random.Random(seed), now=_NOON)
     cold = time.perf_counter() - start
     for r in range(repeat):
         start, cpu = time.perf_counter(), time.process_time()
@@ -217,9 +229,9 @@ def run(nodes: int, tasks: int, repeat: int, seed: int) -> dict[str, Any]:
         off_times.append(time.perf_counter() - start)
         off_cpu.append(time.process_time() - cpu)
         start, cpu = time.perf_counter(), time.process_time()
-        plan_on = schedule(view, rich, on, random.Random(seed + r), now=_NOON)
+        plan_on = schedule(view_on, rich, on, random.Random(seed + r), now=_NOON)
         middle, middle_cpu = time.perf_counter(), time.process_time()
-        declines, _again = negotiate(view, rich, plan_on, owners, on, seed, evaluators)
+        declines, _again = negotiate(view_on, rich, plan_on, owners, on, seed, evaluators)
         end = time.perf_counter()
         on_cpu.append(time.process_time() - cpu)
         pass_cpu.append(middle_cpu - cpu)
@@ -258,10 +270,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=10000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--private-owners", action="store_true",
+                        help="owners keep their policies private (advertise: false): the pass cannot see "
+                             "them, the offers round finds every decline")
     args = parser.parse_args(argv)
     info = machine()
     log(f"{args.tasks} tasks on {args.nodes} nodes, {len(POLICIES)} policies, {args.repeat} pass(es) each way")
-    result = run(args.nodes, args.tasks, args.repeat, args.seed)
+    result = run(args.nodes, args.tasks, args.repeat, args.seed, args.private_owners)
     print_table([result], COLUMNS, title=f"schedule() with policies and negotiation on vs off, median of "
                 f"{args.repeat}; {describe_machine(info)}")
     emit_json("scheduling_policies", {"machine": info, "argv": sys.argv[1:] if argv is None else argv,

@@ -18,11 +18,13 @@ import pytest
 from polyfabric.coordinator.bootstrap import UuidIds
 from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.conditions import DetectorSettings
+from polyfabric.domain.policy import parse_owner_policy
 from polyfabric.domain.resources import Resources
 from polyfabric.security.keys import generate_private_key, public_key_raw
 from polyfabric.services.container import Services
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.nodes import Registration
+from polyfabric.services.ports import AuditQuery
 from polyfabric.store import migrate
 from polyfabric.store.unit_of_work import SqlStore
 from polyfabric.testing import FakeClock
@@ -38,9 +40,11 @@ class World:
     services: Services
     token: str
 
-    def join(self, name: str, cpu_millis: int = 4000, **labels: str) -> str:
+    def join(self, name: str, cpu_millis: int = 4000, owner: dict[str, Any] | None = None, **labels: str) -> str:
+        """A node of domain lab; `owner`: the owner policy its agent advertises (facts.owner_policy)."""
+        facts = {"owner_policy": parse_owner_policy(owner).advertised()} if owner is not None else {}
         reg = Registration(public_key=public_key_raw(generate_private_key()), name=name, labels=dict(labels),
-                           capacity=Resources(cpu_millis=cpu_millis, memory_bytes=8 << 30, slots=8))
+                           capacity=Resources(cpu_millis=cpu_millis, memory_bytes=8 << 30, slots=8), facts=facts)
         node = self.services.nodes.register(reg, self.token)
         self.services.nodes.heartbeat(node.id, {}, [])
         self.services.nodes.settle(node.id)
@@ -126,3 +130,27 @@ def test_a_cpu_share_limit_counts_what_other_domains_already_hold_on_the_node(wo
     assert world.placed(own, "lab")[0] == host
     assert world.predicted(fits, "ops", host)["allowed"]
     assert world.placed(fits, "ops")[0] == host
+
+
+def test_an_advertised_owner_policy_is_predicted_and_followed(world):
+    """What a node's owner accepts, as its agent advertised it: `policy test` says so, and the
+    scheduler never offers the node the rest (no attempt, so no decline), counting it by name."""
+    picky = world.join("picky", owner={"accept": {"domains": ["lab"], "max_cpu_share": 0.5}, "reason": "mine"})
+    pinned = job("pinned", requires='node.name == "picky"')
+    denied = world.predicted(pinned, "ops", picky)
+    assert not denied["allowed"] and "owner v1" in denied["reasons"][0] and "mine" in denied["reasons"][0]
+    placed_on, waiting = world.placed(pinned, "ops")
+    assert placed_on is None and waiting is not None and "policy owner v1 (node)" in waiting
+    assert world.predicted(pinned, "lab", picky)["allowed"]
+    assert world.placed(pinned, "lab")[0] == picky
+
+    # The owner reloads a policy that takes ops too: the agent says so (hello), it is audited, and
+    # the very next pass follows it (the runtime reads the nodes again; the clock has not moved).
+    reloaded = parse_owner_policy({"accept": {"domains": ["lab", "ops"]}}, version=2).advertised()
+    world.services.nodes.hello(picky, Registration(
+        public_key=b"", name="picky", labels={}, capacity=Resources(cpu_millis=4000, memory_bytes=8 << 30, slots=8),
+        facts={"owner_policy": reloaded}))
+    [record] = world.services.audit.query(ADMIN, AuditQuery(action="node.owner_policy"))
+    assert record.subject == f"node:{picky}" and record.details["owner_policy"]["version"] == 2
+    assert world.predicted(job("later", requires='node.name == "picky"'), "ops", picky)["allowed"]
+    assert world.placed(job("later", requires='node.name == "picky"'), "ops")[0] == picky

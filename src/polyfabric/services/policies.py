@@ -21,6 +21,8 @@ from polyfabric.domain.policy import (
     Decision,
     Policy,
     admission,
+    advertised_owner_policy,
+    combine,
     compile_rule,
     job_context,
     node_context,
@@ -181,18 +183,24 @@ class PolicyService:
                     found.append(node)
             else:
                 found = uow.nodes.list(limit=1000)
+            advertised = uow.nodes.owner_policies()
         out_nodes = []
         for node in found:
+            owner = advertised_owner_policy(advertised.get(node.id))  # what the scheduler follows too
             variables = node_context(id=node.id, name=node.name, domain=node.domain, labels=node.labels,
                                      state=node.state.value, cpu=node.capacity.cpu_millis,
                                      memory=node.capacity.memory_bytes, gpus=node.capacity.gpus,
                                      slots=node.capacity.slots)
-            foreign_cpu, total_cpu = self._held_cpu(node.id, node.domain) if share_limits(candidates) else (0, 0)
+            counts = share_limits(candidates) or (owner is not None and owner.max_cpu_share is not None)
+            foreign_cpu, total_cpu = self._held_cpu(node.id, node.domain) if counts else (0, 0)
             per_task = {}
             for name in spec.tasks:
                 attrs = attributes_of(spec, job, tasks, name)
                 decision = placement(candidates, job, tasks[name], variables, now, foreign_cpu=foreign_cpu,
                                      total_cpu=total_cpu)
+                if owner is not None:  # the node owner's advertised policy, as its agent would answer
+                    decision = combine([*decision.denies, *decision.would_deny, *decision.allowed_by,
+                                        owner.decide(job, tasks[name], variables, now, foreign_cpu=foreign_cpu)])
                 entry = decision.to_dict()
                 if attrs.requires is not None and decision.allowed:
                     from polyfabric.domain.policy import Evaluator, time_context

@@ -118,7 +118,7 @@ class _PassCache:
     """What one pass needs at hand (kept in `cycle.scratch`): its clock reading, each node's
     cache key, and the answers it gave (for `decision()`)."""
 
-    __slots__ = ("class_time", "cycle", "nodekeys", "nodeparts", "pairs", "time", "timekey")
+    __slots__ = ("allows", "class_time", "cycle", "nodekeys", "nodeparts", "pairs", "time", "timekey")
 
     def __init__(self, cycle: CycleState, filter_: PolicyFilter) -> None:
         self.cycle = cycle
@@ -130,6 +130,7 @@ class _PassCache:
         self.nodeparts: dict[tuple[str, tuple[str, ...]], Hashable] = {}  # (node id, fields) -> their values
         # policy class -> node id -> (verdict, findings): nested, so that a hit builds no key
         self.pairs: dict[Hashable, dict[str, tuple[Verdict, tuple[Finding, ...]]]] = {}
+        self.allows: dict[int, dict[str, Finding]] = {}  # allow token (`_applicable`) -> node id -> answer
 
 
 _MAX_CACHED = 1_000_000
@@ -161,6 +162,7 @@ class PolicyFilter:
         self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
         self._requires_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}
         self._class_ids: dict[Hashable, int] = {}  # policy_class(): key -> its id
+        self._tokens: dict[Hashable, int] = {}  # (policy, what its allow reads of job and task) -> its token
         # id(attrs) -> (attrs, identity, the fields then, its class): the runtime hands the same
         # attributes object for every task of a job's task, pass after pass
         self._class_memo: dict[int, tuple[PolicyAttributes, Hashable, Any, int]] = {}
@@ -187,6 +189,8 @@ class PolicyFilter:
                 found.update(part)
         self._fields = self._policy_fields = tuple(sorted(found)) if fields is not None else None
         self._owners_seen: frozenset[tuple[str, int]] = frozenset()
+        self._owner_predicates: tuple[tuple[str, Any], ...] = ()
+        self._class_generation = object()
         self._owner_ev = Evaluator()
         self._timed = any("now" in r.variables for p in self.policies for r in (p.when, p.allow) if r is not None)
 
@@ -207,27 +211,67 @@ class PolicyFilter:
         return cache
 
     def consider_owners(self, owners: Iterable[OwnerPolicy]) -> None:
-        """Owner policies the nodes advertise (NodeView.owner) read the job's domain and labels,
-        the task's labels and CPU, and what their `when` reads: `policy_class()` keys tasks by
-        those too, so that tasks sharing a class get the same answer from every owner. Call it
-        before computing the pass's policy classes (cheap when nothing changed)."""
+        """Make `policy_class()` tell apart the tasks the nodes' owner policies (NodeView.owner)
+        answer differently, so that tasks sharing a class share every cached answer. The job's
+        domain is in the class already; what else an owner reads of a task enters as little as
+        decides it: whether its required labels are there and whether a `when` over the job and
+        task alone holds (one bit each, not the values behind them), the task's CPU where an owner
+        caps a share, and the fields a `when` that also reads the node or the clock names. Call it
+        before the pass's policy classes are worked out (cheap when nothing changed)."""
+        owners = list(owners)
         seen = frozenset((o.digest, o.version) for o in owners)
         if seen == self._owners_seen:
             return
         self._owners_seen = seen
         fields = self._policy_fields
-        if seen and fields is not None:
-            extra = {("job", "domain"), ("job", "labels"), ("task", "domain"), ("task", "labels"), ("task", "cpu")}
-            for owner in owners:
-                if owner.when is not None:
-                    read = rule_fields(owner.when)
+        extra: set[tuple[str, str]] = set()
+        predicates: list[tuple[str, Any]] = []
+        known: set[Hashable] = set()
+        for owner in owners:
+            if owner.max_cpu_share is not None:
+                extra.add(("task", "cpu"))
+            if owner.require_labels:
+                wanted = tuple(sorted(owner.require_labels.items()))
+                if ("labels", wanted) not in known:
+                    known.add(("labels", wanted))
+                    predicates.append(("labels", wanted))
+            when = owner.when
+            if when is not None and ("when", when.source) not in known:
+                known.add(("when", when.source))
+                if when.variables <= {"job", "task"}:
+                    predicates.append(("when", when))
+                else:
+                    read = rule_fields(when)
                     if read is None:
                         fields = None
-                        break
-                    extra.update(read)
-            if fields is not None:
-                fields = tuple(sorted(set(fields) | extra))
+                    else:
+                        extra.update(read)
+        if fields is not None and extra:
+            fields = tuple(sorted(set(fields) | extra))
         self._fields = fields
+        self._owner_predicates = tuple(predicates)
+        self._class_generation = object()  # every memoized policy class is stale now
+
+    def _owner_bits(self, attrs: PolicyAttributes) -> tuple[bool, ...]:
+        """Per owner predicate (`consider_owners`), whether the task meets it."""
+        bits = []
+        for kind, what in self._owner_predicates:
+            if kind == "labels":
+                labels = {**(attrs.job.get("labels") or {}), **(attrs.task.get("labels") or {})}
+                bits.append(all(labels.get(k) == v for k, v in what))
+            else:  # keyed by the values of the fields it reads: a few evaluations for all tasks
+                fields = self._requires_fields.get(what.source, False)
+                if fields is False:
+                    fields = self._requires_fields[what.source] = rule_fields(what)
+                key = ("owner-when", what.source, _key(fields, None, attrs)) if fields is not None else None
+                holds = self._answers.get(key) if key is not None else None
+                if holds is None:
+                    self._bind(what, attrs, None, {})
+                    holds = self._ev.truth(what)[0] is True
+                    if key is not None:
+                        self._answers[key] = holds
+                bits.append(holds)
+        return tuple(bits)
 
     def _nodekey(self, cache: _PassCache, node: NodeView) -> Hashable:
         key = cache.nodekeys.get(node.id)
@@ -290,9 +334,11 @@ class PolicyFilter:
         return tuple(now.get(f) for f in fields)
 
     def _applicable(self, cache: _PassCache, task: TaskRequest, attrs: PolicyAttributes
-                    ) -> list[tuple[_Prepared, Hashable]]:
+                    ) -> list[tuple[_Prepared, Hashable, int]]:
         """The class's policies whose `when` may hold (a `when` that reads no node is decided here),
-        each with the key of what its `allow` reads of the job and task."""
+        each with the key of what its `allow` reads of the job and task, and a small int standing
+        for both (the pass keeps the allow's answers per node under it, shared by every class
+        whose tasks read alike)."""
         ckey = (task.policy_class, cache.class_time)
         found = self._classes.get(ckey)
         if found is not None:
@@ -310,7 +356,12 @@ class PolicyFilter:
                     holds = answers[key] = bool(ev.truth(policy.when)[0])
                 if not holds:
                     continue
-            found.append((prep, _key(prep.allow_fields, task, attrs)))
+            allow_key = _key(prep.allow_fields, task, attrs)
+            token_key = (policy.name, allow_key)
+            token = self._tokens.get(token_key)
+            if token is None:
+                token = self._tokens[token_key] = len(self._tokens)
+            found.append((prep, allow_key, token))
         self._classes[ckey] = found
         return found
 
@@ -359,12 +410,12 @@ class PolicyFilter:
         if attrs is None:
             return None
         memo = self._class_memo.get(id(attrs))
-        if memo is not None and memo[0] is attrs and memo[1] == identity and memo[2] is self._fields:
+        if memo is not None and memo[0] is attrs and memo[1] == identity and memo[2] is self._class_generation:
             return memo[3]  # type: ignore[no-any-return]
         found = self._policy_class(attrs, identity)
         if len(self._class_memo) > _MAX_CACHED // 10:
             self._class_memo.clear()
-        self._class_memo[id(attrs)] = (attrs, identity, self._fields, found)  # holds attrs: its id stays its own
+        self._class_memo[id(attrs)] = (attrs, identity, self._class_generation, found)  # holds attrs: its id stays
         return found
 
     def _policy_class(self, attrs: PolicyAttributes, identity: Hashable) -> int:
@@ -377,7 +428,8 @@ class PolicyFilter:
             key: Hashable = ("identity", identity)
         else:
             values = tuple(_freeze((attrs.job if var == "job" else attrs.task).get(name)) for var, name in fields)
-            key = (attrs.job.get("domain"), values, requires.source if requires is not None else None)
+            key = (attrs.job.get("domain"), values, requires.source if requires is not None else None,
+                   self._owner_bits(attrs) if self._owner_predicates else ())
         # A small int per distinct key, never reused while the filter lives: every cache above is
         # keyed by it, and an int hashes in C, where the nested tuple is hashed anew per lookup.
         found = self._class_ids.get(key)
@@ -407,11 +459,34 @@ class PolicyFilter:
         node_map: dict[str, Any] | None = None
         kept: list[Finding] = []
         job_domain = attrs.job.get("domain")
-        for prep, allow_key in applicable:
+        by_token = cache.allows
+        node_id = node.id
+        for prep, allow_key, token in applicable:
             policy = prep.policy
             own = prep.domain
             if own is not None and own != job_domain and own != node.domain:
                 continue
+            if not prep.when_node:
+                # The allow's answer for this node this pass, if a class reading alike asked it.
+                per_node = by_token.get(token)
+                if per_node is None:
+                    per_node = by_token[token] = {}
+                finding = per_node.get(node_id)
+                if finding is None:
+                    key = ("allow", policy.name, allow_key,
+                           self._node_part(cache, policy.allow, nodekey, node) if prep.allow_node else None,  # type: ignore[arg-type]
+                           self._tkey(policy.allow, now))
+                    finding = answers.get(key)
+                    if finding is None:
+                        node_map = node_map or self._node_map(nodekey, node)
+                        self._bind(policy.allow, attrs, node_map, now)  # type: ignore[arg-type]
+                        finding = answers[key] = judge(policy, ev)
+                    per_node[node_id] = finding
+                if finding.allowed or finding.dry_run:
+                    kept.append(finding)
+                    continue
+                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
+                               summary=f"policy {finding.ref} ({finding.scope})"), ()
             if prep.when_node:
                 key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
                 holds = answers.get(key)
@@ -515,7 +590,8 @@ class PolicyShareFilter:
         if memo is None:
             memo = cycle.scratch[self.name] = {}
         # (domain, cpu[, policy class]) -> node id -> (node version, verdict)
-        key: Hashable = (task.domain, task.resources.cpu_millis)
+        attrs = task.attributes
+        key: Hashable = (task.domain, task.resources.cpu_millis, attrs.job.get("domain") if attrs is not None else None)
         if self._by_class:
             key = (key, task.policy_class, task.attributes is None)
         by_node = memo.get(key)
@@ -558,7 +634,9 @@ class PolicyShareFilter:
 
     def _check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         owner = node.owner
-        if owner is not None and owner.max_cpu_share is not None and task.domain != node.domain:
+        # the agent reads the job's domain from the offer (the same as the task's, from the runtime)
+        job_domain = task.attributes.job.get("domain") if task.attributes is not None else None
+        if owner is not None and owner.max_cpu_share is not None and (job_domain or task.domain) != node.domain:
             # The owner's own cap on foreign jobs, as its agent advertised it (the agent counts
             # the same: what other domains' attempts hold on the node, plus this task).
             cap, cpu = node.capacity.cpu_millis, task.resources.cpu_millis
