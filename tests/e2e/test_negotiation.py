@@ -232,8 +232,8 @@ def test_an_advertised_owner_policy_is_followed_by_the_scheduler_without_a_decli
     only = workflows.jobs.submit({"name": "only-picky-advertised", "requires": 'node.name == "picky"',
                                   "tasks": {"a": {"command": OK}}}, None, "ops")["id"]
     named = f"policy owner v{version} (node)"
-    task = workflows.wait_task(only, "a", lambda t: named in (t.get("pending_reason") or ""),
-                               timeout=60, what="a pending reason naming the owner's policy")
+    workflows.wait_task(only, "a", lambda t: named in (t.get("pending_reason") or ""),
+                        timeout=60, what="a pending reason naming the owner's policy")
     assert workflows.task(only, "a")["attempts"] == []  # never offered, so never declined
     workflows.jobs.post(f"/v1/jobs/{only}/cancel", {"reason": "test"})
 
