@@ -130,7 +130,8 @@ class _PassCache:
         self.nodeparts: dict[tuple[str, tuple[str, ...]], Hashable] = {}  # (node id, fields) -> their values
         # policy class -> node id -> (verdict, findings): nested, so that a hit builds no key
         self.pairs: dict[Hashable, dict[str, tuple[Verdict, tuple[Finding, ...]]]] = {}
-        self.allows: dict[int, dict[str, Finding]] = {}  # allow token (`_applicable`) -> node id -> answer
+        # allow token (`_applicable`) -> node id -> (answer, the refusal's verdict or None)
+        self.allows: dict[int, dict[str, tuple[Finding, Verdict | None]]] = {}
 
 
 _MAX_CACHED = 1_000_000
@@ -471,8 +472,8 @@ class PolicyFilter:
                 per_node = by_token.get(token)
                 if per_node is None:
                     per_node = by_token[token] = {}
-                finding = per_node.get(node_id)
-                if finding is None:
+                hit = per_node.get(node_id)
+                if hit is None:
                     key = ("allow", policy.name, allow_key,
                            self._node_part(cache, policy.allow, nodekey, node) if prep.allow_node else None,  # type: ignore[arg-type]
                            self._tkey(policy.allow, now))
@@ -481,12 +482,15 @@ class PolicyFilter:
                         node_map = node_map or self._node_map(nodekey, node)
                         self._bind(policy.allow, attrs, node_map, now)  # type: ignore[arg-type]
                         finding = answers[key] = judge(policy, ev)
-                    per_node[node_id] = finding
-                if finding.allowed or finding.dry_run:
+                    # a refusal's verdict is built once per (allow, node) and shared, as verdicts are immutable
+                    hit = per_node[node_id] = (finding, None if finding.allowed or finding.dry_run else Verdict(
+                        Status.NEVER, self.name, detail=_deny_text(finding, node),
+                        summary=f"policy {finding.ref} ({finding.scope})"))
+                finding, refusal = hit
+                if refusal is None:
                     kept.append(finding)
                     continue
-                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
-                               summary=f"policy {finding.ref} ({finding.scope})"), ()
+                return refusal, ()
             if prep.when_node:
                 key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
                 holds = answers.get(key)
@@ -537,6 +541,20 @@ class PolicyFilter:
         same policy, and tasks alike in those fields, share one answer."""
         job, own = attrs.job, attrs.task
         when = owner.when
+        if (owner.digest, owner.version) in self._owners_seen:
+            # `consider_owners` made the policy class tell apart everything this owner reads of a
+            # task: the class stands for those values, and only the node's part is added.
+            nodekey = self._nodekey(cache, node)
+            key: Hashable = ("owner-class", owner.digest, owner.version, task.policy_class,
+                             (node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
+                             self._node_part(cache, when, nodekey, node)
+                             if when is not None and "node" in when.variables else None,
+                             int(cache.cycle.now // 60) if owner.reads_time else None)
+            found = self._answers.get(key)
+            if found is None:
+                found = self._answers[key] = owner.decide(job, own, self._node_map(nodekey, node), cache.cycle.now,
+                                                          ev=self._owner_ev)
+            return found  # type: ignore[no-any-return]
         when_key: Hashable = None
         if when is not None:
             fields = self._requires_fields.get(when.source, False)
