@@ -149,7 +149,7 @@ def _policy_summary(rows: builtins.list[dict[str, Any]]) -> dict[str, Any]:
                              "reason": "; ".join(f["reason"] for f in findings) or "declined",
                              "policy": next((f"{f['policy']} v{f['version']}" for f in findings), None)})
         dry.extend({"task_id": r["task_id"], "node_id": r["node_id"], "policy": f"{f['policy']} v{f['version']}",
-                    "scope": f["scope"], "reason": f["reason"]}
+                    "scope": f["scope"], "reason": f.get("reason", "")}
                    for f in findings if f.get("dry_run") and not f["allowed"])
     return {"admitted_by": [f"{f['policy']} v{f['version']}" for f in (admission or {}).get("findings", [])
                             if f["allowed"]],

@@ -1346,7 +1346,7 @@ class JobRuntime:
         if hit is None or hit[0] is not findings:
             if len(self._findings_rows) > 10_000:
                 self._findings_rows.clear()
-            hit = self._findings_rows[id(findings)] = (findings, [f.to_dict() for f in findings])
+            hit = self._findings_rows[id(findings)] = (findings, [_compact(f) for f in findings])
         self._pending.decisions.append({"job_id": job.id, "task_id": task_id, "attempt": attempt, "node_id": node_id,
                                         "kind": "placement", "allowed": True, "findings": hit[1], "at": now})
         would = [f for f in findings if not f.allowed]
@@ -1579,3 +1579,15 @@ def job_out(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
             "priority": row["priority"], "params": row["params"], "submitted_by": row["submitted_by"],
             "submitted_at": row["submitted_at"], "started_at": row["started_at"], "finished_at": row["finished_at"],
             "counts": counts, "total": sum(counts.values()), "error": row["error"]}
+
+
+def _compact(finding: Any) -> dict[str, Any]:
+    """A placement's finding as its decision row keeps it: an allow needs no reason and is not a
+    dry run, so those keys are written only when they say something (one row per placement: the
+    bytes add up; `services/jobs.py` reads both forms)."""
+    row = {"scope": finding.scope, "policy": finding.policy, "version": finding.version, "allowed": finding.allowed}
+    if finding.reason:
+        row["reason"] = finding.reason
+    if finding.dry_run:
+        row["dry_run"] = True
+    return row
