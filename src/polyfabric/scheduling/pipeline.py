@@ -781,16 +781,20 @@ class _Pass:
             return [first(node) for node in self.shuffled]
         verdicts = cs.explained
         counts, passing, busy = cs.counts, cs.open, cs.busy
+
+        def tally(i: int, node: NodeView, verdict: Verdict | None) -> None:
+            if verdict is None:
+                passing[i] = node
+                return
+            key = verdict.key
+            counts[key] = counts.get(key, 0) + 1
+            if verdict.status is _NOT_NOW:
+                busy.add(i)
+
         if verdicts is None:
             verdicts = cs.explained = [first(node) for node in self.shuffled]
             for i, (node, verdict) in enumerate(zip(self.shuffled, verdicts, strict=True)):
-                if verdict is None:
-                    passing[i] = node
-                    continue
-                key = verdict.key
-                counts[key] = counts.get(key, 0) + 1
-                if verdict.status is _NOT_NOW:
-                    busy.add(i)
+                tally(i, node, verdict)
         else:
             changed = self.changed
             if cs.explained_at < len(changed):
@@ -811,13 +815,7 @@ class _Pass:
                         busy.discard(i)
                     node = view.node(nid)
                     verdict = verdicts[i] = first(node)
-                    if verdict is None:
-                        passing[i] = node
-                        continue
-                    key = verdict.key
-                    counts[key] = counts.get(key, 0) + 1
-                    if verdict.status is _NOT_NOW:
-                        busy.add(i)
+                    tally(i, node, verdict)
         cs.explained_at = len(self.changed)
         return verdicts
 

@@ -474,18 +474,10 @@ class PolicyFilter:
                     per_node = by_token[token] = {}
                 hit = per_node.get(node_id)
                 if hit is None:
-                    key = ("allow", policy.name, allow_key,
-                           self._node_part(cache, policy.allow, nodekey, node) if prep.allow_node else None,  # type: ignore[arg-type]
-                           self._tkey(policy.allow, now))
-                    finding = answers.get(key)
-                    if finding is None:
-                        node_map = node_map or self._node_map(nodekey, node)
-                        self._bind(policy.allow, attrs, node_map, now)  # type: ignore[arg-type]
-                        finding = answers[key] = judge(policy, ev)
+                    finding = self._allow(cache, prep, allow_key, nodekey, node, attrs)
                     # a refusal's verdict is built once per (allow, node) and shared, as verdicts are immutable
-                    hit = per_node[node_id] = (finding, None if finding.allowed or finding.dry_run else Verdict(
-                        Status.NEVER, self.name, detail=_deny_text(finding, node),
-                        summary=f"policy {finding.ref} ({finding.scope})"))
+                    hit = per_node[node_id] = (finding, None if finding.allowed or finding.dry_run
+                                               else self._refusal(finding, node))
                 finding, refusal = hit
                 if refusal is None:
                     kept.append(finding)
@@ -500,19 +492,11 @@ class PolicyFilter:
                     holds = answers[key] = bool(ev.truth(policy.when)[0])  # type: ignore[arg-type]
                 if not holds:
                     continue
-            key = ("allow", policy.name, allow_key if not prep.when_node else ("class", task.policy_class),
-                   self._node_part(cache, policy.allow, nodekey, node) if prep.allow_node else None,  # type: ignore[arg-type]
-                   self._tkey(policy.allow, now))
-            finding = answers.get(key)
-            if finding is None:
-                node_map = node_map or self._node_map(nodekey, node)
-                self._bind(policy.allow, attrs, node_map, now)  # type: ignore[arg-type]
-                finding = answers[key] = judge(policy, ev)
+            finding = self._allow(cache, prep, ("class", task.policy_class), nodekey, node, attrs)
             if finding.allowed or finding.dry_run:
                 kept.append(finding)
             else:
-                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
-                               summary=f"policy {finding.ref} ({finding.scope})"), ()
+                return self._refusal(finding, node), ()
         if requires is not None:
             # Keyed by what it reads: a `requires` over the node alone is one answer per node.
             fields = self._requires_fields.get(requires.source, False)
@@ -532,6 +516,25 @@ class PolicyFilter:
                 return Verdict(Status.NEVER, self.name, f"the task requires {requires.source}: {why}",
                                f"requirement not met: {requires.source}"), ()
         return PASS, tuple(kept)
+
+    def _allow(self, cache: _PassCache, prep: _Prepared, allow_key: Hashable, nodekey: Hashable, node: NodeView,
+               attrs: PolicyAttributes) -> Finding:
+        """A policy's `allow` on the node, kept for as long as the filter lives by what it reads:
+        `allow_key` (of the job and task), the node's part, the fields of `now`."""
+        policy = prep.policy
+        rule: Rule = policy.allow  # type: ignore[assignment]
+        now = cache.time
+        part = self._node_part(cache, rule, nodekey, node) if prep.allow_node else None
+        key = ("allow", policy.name, allow_key, part, self._tkey(rule, now))
+        finding = self._answers.get(key)
+        if finding is None:
+            self._bind(rule, attrs, self._node_map(nodekey, node), now)
+            finding = self._answers[key] = judge(policy, self._ev)
+        return finding  # type: ignore[no-any-return]
+
+    def _refusal(self, finding: Finding, node: NodeView) -> Verdict:
+        return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
+                       summary=f"policy {finding.ref} ({finding.scope})")
 
     def _owner_answer(self, cache: _PassCache, owner: OwnerPolicy, task: TaskRequest, attrs: PolicyAttributes,
                       node: NodeView) -> Finding:
