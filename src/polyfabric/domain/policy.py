@@ -755,12 +755,10 @@ class OwnerPolicy:
         for key, wanted in sorted(self.require_labels.items()):
             if labels.get(key) != wanted:
                 return no(f"the job must carry label {key}={wanted}")
-        if self.max_cpu_share is not None and domain != node.get("domain"):
-            cap = int(node.get("cpu") or 0)
-            cpu = int(task.get("cpu") or 0) + foreign_cpu
-            if cap and cpu > self.max_cpu_share * cap:
-                return no(f"foreign jobs may use at most {self.max_cpu_share:g} of this machine's CPU "
-                          f"({cpu}m of {cap}m asked)")
+        problem = self.share_problem(domain, int(task.get("cpu") or 0), node.get("domain"), int(node.get("cpu") or 0),
+                                     foreign_cpu)
+        if problem is not None:
+            return no(problem)
         if self.when is not None:
             ev = (ev or Evaluator()).bind(job=job, task=task, node=node, now=time_context(now))
             ok, problem = ev.truth(self.when)
@@ -768,6 +766,19 @@ class OwnerPolicy:
                 return no(f"{self.when.source} is false" if ok is False else
                           f"{self.when.source} could not be evaluated ({problem})")
         return Finding("node", self.name, self.version, True, "")
+
+    def share_problem(self, domain: str | None, cpu: int, node_domain: str | None, node_cpu: int,
+                      foreign_cpu: int) -> str | None:
+        """Why a job of `domain` asking `cpu` would take foreign jobs past `max_cpu_share` of the
+        node's CPU, with `foreign_cpu` already held by other domains; None when it would not. The
+        agent's `decide` and the scheduler's `policy_share` filter both ask this."""
+        if self.max_cpu_share is None or domain == node_domain:
+            return None
+        asked = cpu + foreign_cpu
+        if node_cpu and asked > self.max_cpu_share * node_cpu:
+            return (f"foreign jobs may use at most {self.max_cpu_share:g} of this machine's CPU "
+                    f"({asked}m of {node_cpu}m asked)")
+        return None
 
     def score(self, job: Mapping[str, Any], task: Mapping[str, Any], node: Mapping[str, Any], now: float,
               ev: Evaluator | None = None) -> float | None:

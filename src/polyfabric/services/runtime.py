@@ -205,7 +205,6 @@ class JobRuntime:
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
         self._node_cache_at = -1e18
         self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
-        self._policy_filter: Any = None  # the profile's `policy` filter (decisions of placements)
         self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # id(findings) -> (them, rows)
         self.pending_reasons: dict[str, str] = {}
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
@@ -1012,8 +1011,8 @@ class JobRuntime:
                              "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
             self.pending_reasons.pop(queued.task_id, None)
             assignment.offered_at = now
-            self._record_placement(by_task[queued.task_id], row["id"], queued.attempt, placement.node_id, job,
-                                   now, audit)
+            self._record_placement(policy_filter, by_task[queued.task_id], row["id"], queued.attempt,
+                                   placement.node_id, job, now, audit)
             touched[job.id] = job
             placed_nodes.add(placement.node_id)
         for preemption in plan.preemptions:
@@ -1329,15 +1328,13 @@ class JobRuntime:
             text = f"{text}; declined by {len(declined)} node(s): {shown}{more}"
         return f"{nodes} nodes evaluated: {text}" if nodes else text
 
-    def _record_placement(self, request: TaskRequest, task_id: str, attempt: int, node_id: str, job: ActiveJob,
-                          now: float, audit: list[AuditEntry]) -> None:
-        """Which policy versions allowed this placement (and what a dry-run policy would have denied)."""
+    def _record_placement(self, policy_filter: Any, request: TaskRequest, task_id: str, attempt: int, node_id: str,
+                          job: ActiveJob, now: float, audit: list[AuditEntry]) -> None:
+        """Which policy versions allowed this placement (and what a dry-run policy would have
+        denied), as the pass's `policy` filter decided it."""
         if not self._policies:
             return
-        flt = self._policy_filter
-        if flt is None or flt not in self._profile.filters:
-            flt = self._policy_filter = next((f for f in self._profile.filters if f.name == "policy"), None)
-        findings = flt.decision(request, node_id) if flt is not None else ()  # type: ignore[attr-defined]
+        findings = policy_filter.decision(request, node_id) if policy_filter is not None else ()
         if not findings:
             return
         # Tasks of a class placed on like nodes share one findings tuple (the filter's cache): one

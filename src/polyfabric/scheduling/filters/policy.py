@@ -161,7 +161,7 @@ class PolicyFilter:
         self._nodes: dict[Hashable, dict[str, Any]] = {}  # node key -> the `node` map (one object per key)
         self._classes: dict[Hashable, list[tuple[_Prepared, Hashable]]] = {}
         self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
-        self._requires_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}
+        self._read_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}  # rule text -> rule_fields()
         self._class_ids: dict[Hashable, int] = {}  # policy_class(): key -> its id
         self._tokens: dict[Hashable, int] = {}  # (policy, what its allow reads of job and task) -> its token
         # id(attrs) -> (attrs, identity, the fields then, its class): the runtime hands the same
@@ -261,9 +261,7 @@ class PolicyFilter:
                 labels = {**(attrs.job.get("labels") or {}), **(attrs.task.get("labels") or {})}
                 bits.append(all(labels.get(k) == v for k, v in what))
             else:  # keyed by the values of the fields it reads: a few evaluations for all tasks
-                fields = self._requires_fields.get(what.source, False)
-                if fields is False:
-                    fields = self._requires_fields[what.source] = rule_fields(what)
+                fields = self._rule_fields(what)
                 key = ("owner-when", what.source, _key(fields, None, attrs)) if fields is not None else None
                 holds = self._answers.get(key) if key is not None else None
                 if holds is None:
@@ -447,8 +445,7 @@ class PolicyFilter:
             # would accept (its CPU share over what other domains already hold is `policy_share`'s).
             finding = self._owner_answer(cache, owner, task, attrs, node)
             if not finding.allowed:
-                return Verdict(Status.NEVER, self.name, detail=_deny_text(finding, node),
-                               summary=f"policy {finding.ref} (node)"), ()
+                return self._refusal(finding, node), ()  # counted as "policy owner vN (node)"
         applicable = self._applicable(cache, task, attrs) if self._prepared else ()
         requires = attrs.requires
         if not applicable and requires is None:
@@ -483,15 +480,15 @@ class PolicyFilter:
                     kept.append(finding)
                     continue
                 return refusal, ()
-            if prep.when_node:
-                key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
-                holds = answers.get(key)
-                if holds is None:
-                    node_map = node_map or self._node_map(nodekey, node)
-                    self._bind(policy.when, attrs, node_map, now)  # type: ignore[arg-type]
-                    holds = answers[key] = bool(ev.truth(policy.when)[0])  # type: ignore[arg-type]
-                if not holds:
-                    continue
+            # A `when` over the node: decided per node, and the allow keyed by the whole class.
+            key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
+            holds = answers.get(key)
+            if holds is None:
+                node_map = node_map or self._node_map(nodekey, node)
+                self._bind(policy.when, attrs, node_map, now)  # type: ignore[arg-type]
+                holds = answers[key] = bool(ev.truth(policy.when)[0])  # type: ignore[arg-type]
+            if not holds:
+                continue
             finding = self._allow(cache, prep, ("class", task.policy_class), nodekey, node, attrs)
             if finding.allowed or finding.dry_run:
                 kept.append(finding)
@@ -499,9 +496,7 @@ class PolicyFilter:
                 return self._refusal(finding, node), ()
         if requires is not None:
             # Keyed by what it reads: a `requires` over the node alone is one answer per node.
-            fields = self._requires_fields.get(requires.source, False)
-            if fields is False:
-                fields = self._requires_fields[requires.source] = rule_fields(requires)
+            fields = self._rule_fields(requires)
             key = ("requires", requires.source, _key(fields, task, attrs),  # type: ignore[arg-type]
                    self._node_part(cache, requires, nodekey, node) if "node" in requires.variables else None,
                    self._tkey(requires, now))
@@ -544,37 +539,33 @@ class PolicyFilter:
         same policy, and tasks alike in those fields, share one answer."""
         job, own = attrs.job, attrs.task
         when = owner.when
+        nodekey = self._nodekey(cache, node)
+        task_part: Hashable
         if (owner.digest, owner.version) in self._owners_seen:
             # `consider_owners` made the policy class tell apart everything this owner reads of a
-            # task: the class stands for those values, and only the node's part is added.
-            nodekey = self._nodekey(cache, node)
-            key: Hashable = ("owner-class", owner.digest, owner.version, task.policy_class,
-                             (node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
-                             self._node_part(cache, when, nodekey, node)
-                             if when is not None and "node" in when.variables else None,
-                             int(cache.cycle.now // 60) if owner.reads_time else None)
-            found = self._answers.get(key)
-            if found is None:
-                found = self._answers[key] = owner.decide(job, own, self._node_map(nodekey, node), cache.cycle.now,
-                                                          ev=self._owner_ev)
-            return found  # type: ignore[no-any-return]
-        when_key: Hashable = None
-        if when is not None:
-            fields = self._requires_fields.get(when.source, False)
-            if fields is False:
-                fields = self._requires_fields[when.source] = rule_fields(when)
-            nodekey = self._nodekey(cache, node)
-            when_key = (_key(fields, task, attrs),  # type: ignore[arg-type]
-                        self._node_part(cache, when, nodekey, node) if "node" in when.variables else None)
-        key = ("owner", owner.digest, owner.version, job.get("domain") or own.get("domain"),
-               _freeze((job.get("labels"), own.get("labels"))) if owner.require_labels else None,
-               (own.get("cpu"), node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
-               when_key, int(cache.cycle.now // 60) if owner.reads_time else None)
+            # task: the class stands for those values.
+            task_part = ("class", task.policy_class)
+        else:  # the values it reads (a caller that did not tell the filter about this owner)
+            task_part = (job.get("domain") or own.get("domain"),
+                         _freeze((job.get("labels"), own.get("labels"))) if owner.require_labels else None,
+                         own.get("cpu") if owner.max_cpu_share is not None else None,
+                         _key(self._rule_fields(when), task, attrs) if when is not None else None)
+        key = ("owner", owner.digest, owner.version, task_part,
+               (node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
+               self._node_part(cache, when, nodekey, node) if when is not None and "node" in when.variables else None,
+               int(cache.cycle.now // 60) if owner.reads_time else None)
         found = self._answers.get(key)
         if found is None:
-            node_map = self._node_map(self._nodekey(cache, node), node)
-            found = self._answers[key] = owner.decide(job, own, node_map, cache.cycle.now, ev=self._owner_ev)
+            found = self._answers[key] = owner.decide(job, own, self._node_map(nodekey, node), cache.cycle.now,
+                                                      ev=self._owner_ev)
         return found  # type: ignore[no-any-return]
+
+    def _rule_fields(self, rule: Rule) -> tuple[tuple[str, str], ...] | None:
+        """`rule_fields(rule)`, worked out once per rule text."""
+        fields = self._read_fields.get(rule.source, False)
+        if fields is False:
+            fields = self._read_fields[rule.source] = rule_fields(rule)
+        return fields  # type: ignore[return-value]
 
     def decision(self, task: TaskRequest, node_id: str) -> tuple[Finding, ...]:
         """The findings that let `task` onto `node_id` in the last pass (allows and dry-run denies)."""
@@ -658,15 +649,13 @@ class PolicyShareFilter:
         # the agent reads the job's domain from the offer (the same as the task's, from the runtime)
         job_domain = task.attributes.job.get("domain") if task.attributes is not None else None
         if owner is not None and owner.max_cpu_share is not None and (job_domain or task.domain) != node.domain:
-            # The owner's own cap on foreign jobs, as its agent advertised it (the agent counts
-            # the same: what other domains' attempts hold on the node, plus this task).
-            cap, cpu = node.capacity.cpu_millis, task.resources.cpu_millis
-            used = cycle.foreign_cpu(node.id)
-            if cap and cpu + used > owner.max_cpu_share * cap:
+            # The owner's own cap on foreign jobs, as its agent advertised it: the agent's own
+            # check, over what other domains' attempts hold on the node.
+            problem = owner.share_problem(job_domain or task.domain, task.resources.cpu_millis, node.domain,
+                                          node.capacity.cpu_millis, cycle.foreign_cpu(node.id))
+            if problem is not None:
                 ref = f"{owner.name} v{owner.version}"
-                return Verdict(Status.NOT_NOW, self.name,
-                               f"node {node.name}: its owner's policy {ref} lets foreign jobs use at most "
-                               f"{owner.max_cpu_share:g} of its CPU ({cpu + used}m of {cap}m asked)",
+                return Verdict(Status.NOT_NOW, self.name, f"node {node.name}: its owner's policy {ref}: {problem}",
                                f"policy {ref} (node): cpu share")
         if not self.policies:
             return PASS
