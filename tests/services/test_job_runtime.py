@@ -11,6 +11,8 @@ decides what each attempt returns.
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -441,6 +443,46 @@ def test_retries_used_up_fail_the_job(world: World) -> None:
     assert (row["status"], row["attempt"], row["failures"]) == ("failed", 2, 1)
     assert len(agent.runs) == 2
     assert world.status(job) == "failed"
+
+
+def test_a_running_jobs_watchers_are_woken_at_once_then_once_per_gap_on_one_thread(world: World) -> None:
+    """The events long-poll's wake-ups: the first change of a running job at once, the changes
+    that follow within JOB_NOTIFY_GAP_S gathered into one wake a moment later (on the runtime's
+    one deferred thread, not a thread per job), the job's end at once."""
+    wakes: list[tuple[str, str]] = []
+    held_back = threading.Event()
+    main = threading.current_thread().name
+
+    def notify(key: str) -> None:
+        if key.startswith("job:"):
+            wakes.append((key, threading.current_thread().name))
+            if threading.current_thread().name != main:
+                held_back.set()
+
+    world.runtime.set_notifier(notify)
+    agent = world.join("n0", slots=12)
+    jobs = [world.submit({"name": f"j{i}", "tasks": {f"t{k}": fn() for k in range(4)}}) for i in range(3)]
+    threads = threading.active_count()
+    world.runtime.schedule_once()
+    leases = agent.poll()[0]
+    for lease in leases:  # one report (one commit) per task: changes in quick succession
+        agent.start([lease])
+    assert threading.active_count() <= threads + 1  # at most the deferred thread, whatever the jobs
+    assert held_back.wait(10)
+    deadline = time.monotonic() + 10
+    while len([w for w in wakes if w[1] != main]) < len(jobs) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for job in jobs:
+        mine = [thread for key, thread in wakes if key == f"job:{job}"]
+        # the pass's commit woke it at once; the starts that followed were gathered into one
+        # held-back wake (all of them fall within the gap on any machine this test runs on)
+        assert mine[0] == main
+        assert mine.count("polyfabric-job-wakes") == 1, mine
+    wakes.clear()
+    for lease in leases:
+        agent.finish(lease)
+    ends = {key for key, thread in wakes if thread == main}
+    assert ends >= {f"job:{job}" for job in jobs}  # the end of each job woke its watchers at once
 
 
 # -- 4. fencing ---------------------------------------------------------------------------------

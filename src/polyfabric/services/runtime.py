@@ -43,6 +43,7 @@ from polyfabric.scheduling.pipeline import schedule
 from polyfabric.scheduling.registry import default_profile, with_policies, with_topology
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
 from polyfabric.services.context import ServiceContext
+from polyfabric.services.deferred import DeferredCalls
 from polyfabric.services.ledger import ledger_row
 from polyfabric.services.manifests import manifest_row
 from polyfabric.services.policies import attributes_of, job_variables
@@ -181,7 +182,8 @@ class JobRuntime:
         # wake costs the watcher a read of the job (its counts by status: a scan of its tasks), so
         # waking on every commit of a 10,000-task job would cost more than running it.
         self._job_notified: dict[str, float] = {}  # "job:ID" -> time.monotonic() of the last wake
-        self._job_timers: dict[str, threading.Timer] = {}
+        self._job_wake_due: set[str] = set()  # jobs whose held-back wake is queued on `_later`
+        self._later = DeferredCalls("polyfabric-job-wakes")
         self._notify = notify or (lambda _key: None)
         self._lock = threading.RLock()
         self._jobs: dict[str, ActiveJob] = {}
@@ -206,6 +208,7 @@ class JobRuntime:
         self._node_cache_at = -1e18
         self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
         self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # id(findings) -> (them, rows)
+        self._finding_row: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(finding) -> (it, its row)
         self.pending_reasons: dict[str, str] = {}
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
         # them is acknowledged again, and their late log chunks are still stored.
@@ -720,15 +723,13 @@ class JobRuntime:
         if now >= due:
             self._job_notified[key] = now
             self._notify(key)
-        elif key not in self._job_timers:
-            timer = threading.Timer(due - now, self._notify_job_later, (key,))
-            timer.daemon = True
-            self._job_timers[key] = timer
-            timer.start()
+        elif key not in self._job_wake_due:
+            self._job_wake_due.add(key)
+            self._later.call_at(due, self._notify_job_later, key)
 
     def _notify_job_later(self, key: str) -> None:
         with self._lock:
-            self._job_timers.pop(key, None)
+            self._job_wake_due.discard(key)
             if key in self._job_notified:  # not woken meanwhile by the job's end
                 self._job_notified[key] = time.monotonic()
         self._notify(key)
@@ -1339,11 +1340,13 @@ class JobRuntime:
             return
         # Tasks of a class placed on like nodes share one findings tuple (the filter's cache): one
         # list of dicts for all of them (rows are written as they are, never changed in memory).
+        # Tuples differ per (class, node), their findings much less (one per allow and what it
+        # read): each finding's dict is made once too.
         hit = self._findings_rows.get(id(findings))
         if hit is None or hit[0] is not findings:
             if len(self._findings_rows) > 10_000:
                 self._findings_rows.clear()
-            hit = self._findings_rows[id(findings)] = (findings, [_compact(f) for f in findings])
+            hit = self._findings_rows[id(findings)] = (findings, [self._finding_dict(f) for f in findings])
         self._pending.decisions.append({"job_id": job.id, "task_id": task_id, "attempt": attempt, "node_id": node_id,
                                         "kind": "placement", "allowed": True, "findings": hit[1], "at": now})
         would = [f for f in findings if not f.allowed]
@@ -1352,6 +1355,14 @@ class JobRuntime:
                                     domain=job.domain, cause="; ".join(f.describe() for f in would),
                                     details={"kind": "placement", "node": node_id, "attempt": attempt,
                                              "would_deny": [f.to_dict() for f in would]}))
+
+    def _finding_dict(self, finding: Any) -> dict[str, Any]:
+        hit = self._finding_row.get(id(finding))
+        if hit is None or hit[0] is not finding:
+            if len(self._finding_row) > 10_000:
+                self._finding_row.clear()
+            hit = self._finding_row[id(finding)] = (finding, _compact(finding))
+        return hit[1]
 
     def _on_declined(self, a: Assignment, node_id: str, event: dict[str, Any], now: float) -> None:
         """A node's owner declined an offer (or did not answer it in time): remember it for the

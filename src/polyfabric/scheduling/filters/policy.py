@@ -84,7 +84,12 @@ def rule_fields(rule: Rule) -> tuple[tuple[str, str], ...] | None:
     return tuple(sorted(set(_FIELD.findall(text))))
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _freeze(value: Any) -> Hashable:
+    if type(value) in _SCALARS:  # most values: no ABC check (isinstance(_, Mapping) is slow)
+        return value  # type: ignore[no-any-return]
     if isinstance(value, Mapping):
         return tuple(sorted((k, _freeze(v)) for k, v in value.items()))
     if isinstance(value, list | tuple):
