@@ -26,6 +26,15 @@ def test_calls_run_once_due_in_due_order_on_one_thread() -> None:
     assert [name for name, _ in ran] == [f"c{i:03d}" for i in range(200)]
     assert {thread for _, thread in ran} == {"test-deferred"}
     assert later.pending() == 0
+    # With nothing left to run the thread ends: an idle owner (a runtime no longer used) leaves
+    # no thread behind, nor what its last call held; the next call starts one again.
+    deadline = time.monotonic() + 10
+    while any(t.name == "test-deferred" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert not any(t.name == "test-deferred" for t in threading.enumerate())
+    again = threading.Event()
+    later.call_at(time.monotonic(), again.set)
+    assert again.wait(10)
 
 
 def test_a_sooner_call_is_not_held_behind_a_later_one() -> None:

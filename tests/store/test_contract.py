@@ -253,6 +253,20 @@ def test_audit_round_trip(store: SqlStore):
         assert report.ok and report.heads_checked == 2
 
 
+def test_json_columns_round_trip_what_orjson_refuses_and_keys_that_are_not_strings(store: SqlStore):
+    """JSON columns are written with orjson and fall back to json for what it refuses (an integer
+    past 64 bits); keys that are not strings are written as strings, as json.dumps wrote them."""
+    findings = [{"big": 2**70, "text": "z\u00fcrich \u2713", 3: "an int key", "nested": {"t": (1, 2.5), "none": None}}]
+    with store.unit_of_work() as uow:
+        uow.policies.add_decisions([{"job_id": "j-1", "task_id": None, "attempt": None, "node_id": None,
+                                     "kind": "admission", "allowed": True, "findings": findings, "at": NOW}])
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        [row] = uow.policies.decisions(job_id="j-1")
+    assert row["findings"] == [{"big": 2**70, "text": "z\u00fcrich \u2713", "3": "an int key",
+                                "nested": {"t": [1, 2.5], "none": None}}]
+
+
 # -- concurrency -------------------------------------------------------------------------------
 
 

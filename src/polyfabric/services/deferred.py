@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 class DeferredCalls:
     """`call_at(due, fn, *args)` runs `fn(*args)` once `time.monotonic()` reaches `due`, in due
-    order, on one daemon thread started by the first call. A call that raises is logged and
-    the others still run."""
+    order, on one daemon thread: started by a call, ended when none is left. A call that raises
+    is logged and the others still run."""
 
     def __init__(self, name: str = "polyfabric-deferred") -> None:
         self._name = name
@@ -49,12 +49,16 @@ class DeferredCalls:
         while True:
             with self._cond:
                 while True:
+                    if not self._heap:  # nothing left: the thread ends (the next call starts one),
+                        self._thread = None  # so an idle owner leaves no thread behind
+                        return
                     now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
+                    if self._heap[0][0] <= now:
                         _due, _seq, fn, args = heapq.heappop(self._heap)
                         break
-                    self._cond.wait(self._heap[0][0] - now if self._heap else None)
+                    self._cond.wait(self._heap[0][0] - now)
             try:
                 fn(*args)
             except Exception:
                 log.exception("a deferred call failed")
+            del fn, args  # not kept alive (nor what they hold) while the thread waits for the next

@@ -4,19 +4,40 @@ SQLite: WAL journal, `synchronous=FULL` (an acknowledged commit survives power l
 a process kill), foreign keys on, a busy timeout, and `BEGIN IMMEDIATE` so that writers queue
 for the lock at the start of a transaction instead of deadlocking on upgrade.
 PostgreSQL: psycopg 3, a small pool, pre-ping so that a restarted server is survived.
+Both: JSON columns are written and read with orjson (the standard library's json where orjson
+refuses a value: integers past 64 bits), several times faster than `json` on the rows every
+placement and report writes (events, policy decisions, audit details).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from polyfabric.domain.errors import ValidationError
 
-__all__ = ["create_engine", "is_sqlite", "normalize_url", "session_name"]
+__all__ = ["create_engine", "is_sqlite", "json_dumps", "json_loads", "normalize_url", "session_name"]
+
+
+def json_dumps(value: Any) -> str:
+    """A JSON column's text: compact, UTF-8, keys that are not strings written as strings (as
+    `json.dumps` does)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # what orjson refuses and json takes (integers past 64 bits)
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # what orjson refuses and json takes (integers past 64 bits, NaN)
+        return json.loads(text)
 
 
 def normalize_url(url: str) -> str:
@@ -49,12 +70,14 @@ def create_engine(url: str, *, pool_size: int = 8, owner: str | None = None) -> 
             connect_args={"check_same_thread": False, "timeout": 30},
             pool_size=pool_size,
             max_overflow=pool_size,
+            json_serializer=json_dumps,
+            json_deserializer=json_loads,
         )
         _configure_sqlite(engine)
         return engine
     connect_args = {"application_name": session_name(owner)} if owner else {}
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                            connect_args=connect_args)
+                            connect_args=connect_args, json_serializer=json_dumps, json_deserializer=json_loads)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -135,8 +135,8 @@ class _PassCache:
         self.nodeparts: dict[tuple[str, tuple[str, ...]], Hashable] = {}  # (node id, fields) -> their values
         # policy class -> node id -> (verdict, findings): nested, so that a hit builds no key
         self.pairs: dict[Hashable, dict[str, tuple[Verdict, tuple[Finding, ...]]]] = {}
-        # allow token (`_applicable`) -> node id -> (answer, the refusal's verdict or None)
-        self.allows: dict[int, dict[str, tuple[Finding, Verdict | None]]] = {}
+        # allow token (`_applicable`) -> node id -> the finding that allows, or the refusal's verdict
+        self.allows: dict[int, dict[str, Finding | Verdict]] = {}
 
 
 _MAX_CACHED = 1_000_000
@@ -477,14 +477,16 @@ class PolicyFilter:
                 hit = per_node.get(node_id)
                 if hit is None:
                     finding = self._allow(cache, prep, allow_key, nodekey, node, attrs)
-                    # a refusal's verdict is built once per (allow, node) and shared, as verdicts are immutable
-                    hit = per_node[node_id] = (finding, None if finding.allowed or finding.dry_run
-                                               else self._refusal(finding, node))
-                finding, refusal = hit
-                if refusal is None:
-                    kept.append(finding)
-                    continue
-                return refusal, ()
+                    # The finding that lets the task on, or the refusal's verdict: built once per
+                    # (allow, node) and shared, as verdicts are immutable (no pair per entry: these
+                    # are thousands a pass, and each container kept brings the next full
+                    # collection of the garbage collector nearer).
+                    hit = per_node[node_id] = finding if finding.allowed or finding.dry_run \
+                        else self._refusal(finding, node)
+                if hit.__class__ is Verdict:
+                    return hit, ()
+                kept.append(hit)
+                continue
             # A `when` over the node: decided per node, and the allow keyed by the whole class.
             key = ("when", policy.name, ("class", task.policy_class), nodekey, self._tkey(policy.when, now))
             holds = answers.get(key)

@@ -6,13 +6,12 @@ or per agent report, never one per task.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from polyfabric.store.engine import json_dumps, json_loads
 from polyfabric.store.tables import job_events, jobs, limits, semaphores, task_attempts, task_logs, tasks
 
 __all__ = ["SqlJobRepository"]
@@ -43,16 +42,9 @@ def _raw_many(conn: Connection, sql_of: Any, table: sa.Table, rows: list[dict[st
         return f":{name}"
 
     if json_cols:
-        rows = [{k: (orjson.dumps(v).decode() if k in json_cols and v is not None else v) for k, v in row.items()}
+        rows = [{k: (json_dumps(v) if k in json_cols and v is not None else v) for k, v in row.items()}
                 for row in rows]
     conn.exec_driver_sql(sql_of(param), rows)  # type: ignore[arg-type]
-
-
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # what orjson refuses and json takes (integers past 64 bits)
-        return json.loads(text)
 
 
 class _JobRow(dict[str, Any]):
@@ -66,7 +58,7 @@ class _JobRow(dict[str, Any]):
     def __missing__(self, key: str) -> Any:
         if key != "document":
             raise KeyError(key)
-        value = _loads(self._document_text) if self._document_text is not None else None
+        value = json_loads(self._document_text) if self._document_text is not None else None
         self["document"] = value
         return value
 
