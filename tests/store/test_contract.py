@@ -267,6 +267,64 @@ def test_json_columns_round_trip_what_orjson_refuses_and_keys_that_are_not_strin
                                 "nested": {"t": [1, 2.5], "none": None}}]
 
 
+def _decision(job_id: str, findings: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {"job_id": job_id, "task_id": extra.get("task_id"), "attempt": extra.get("attempt"),
+            "node_id": extra.get("node_id"), "kind": extra.get("kind", "placement"), "allowed": True,
+            "findings": findings, "at": NOW}
+
+
+def test_decisions_with_the_same_findings_share_one_stored_set_and_inline_rows_still_read(store: SqlStore):
+    """A pass writes one decision per placement, most with the same findings: each distinct list is
+    stored once (by digest, across transactions), and rows from before the sets (findings inline)
+    still read back."""
+    import sqlalchemy as sa
+
+    from polyfabric.store.tables import policy_decisions, policy_finding_sets
+
+    allow = [{"scope": "network", "policy": "eu-only", "version": 2, "allowed": True}]
+    dry = [{"scope": "network", "policy": "big", "version": 1, "allowed": False, "reason": "too big",
+            "dry_run": True}]
+    with store.unit_of_work() as uow:
+        uow.policies.add_decisions([_decision("j-1", allow, task_id="t-1", attempt=1, node_id="n-1"),
+                                    _decision("j-1", [dict(allow[0])], task_id="t-2", attempt=1, node_id="n-2"),
+                                    _decision("j-1", dry, task_id="t-3", attempt=2, node_id="n-1")])
+        uow.commit()
+    with store.unit_of_work() as uow:  # a later pass: the same findings again, no new set
+        uow.policies.add_decisions([_decision("j-2", [dict(allow[0])], task_id="t-9", attempt=1)])
+        uow._conn.execute(policy_decisions.insert().values(  # a row written before revision 0014
+            job_id="j-1", task_id="t-0", attempt=1, node_id="n-0", kind="placement", allowed=True,
+            findings=dry, findings_set=None, at=NOW - 1))
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow._conn.execute(sa.select(sa.func.count()).select_from(policy_finding_sets)).scalar() == 2
+        rows = uow.policies.decisions(job_id="j-1")
+        only_t2 = uow.policies.decisions(job_id="j-1", task_id="t-2")
+        later = uow.policies.decisions(job_id="j-2")
+    assert [(r["task_id"], r["attempt"], r["node_id"], r["findings"]) for r in rows] == [
+        ("t-1", 1, "n-1", allow), ("t-2", 1, "n-2", allow), ("t-3", 2, "n-1", dry), ("t-0", 1, "n-0", dry)]
+    assert [r["task_id"] for r in only_t2] == ["t-2"] and later[0]["findings"] == allow
+    assert all(r["allowed"] is True and r["kind"] == "placement" and "findings_set" not in r for r in rows)
+
+
+def test_concurrent_writers_of_a_new_finding_set_share_it(store: SqlStore):
+    import sqlalchemy as sa
+
+    from polyfabric.store.tables import policy_finding_sets
+
+    findings = [{"scope": "domain:acme", "policy": "raced", "version": 7, "allowed": True}]
+
+    def write(i: int) -> None:
+        with store.unit_of_work() as uow:
+            uow.policies.add_decisions([_decision(f"j-race-{i}", findings, task_id=f"t-{i}")])
+            uow.commit()
+
+    results = _race(4, write)
+    assert results == [None] * 4, results
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow._conn.execute(sa.select(sa.func.count()).select_from(policy_finding_sets)).scalar() == 1
+        assert all(uow.policies.decisions(job_id=f"j-race-{i}")[0]["findings"] == findings for i in range(4))
+
+
 # -- concurrency -------------------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "api_tokens",
     "node_coordinates",
     "policy_decisions",
+    "policy_finding_sets",
     "policy_versions",
     "checkpoints",
     "config_docs",
@@ -513,8 +514,22 @@ policy_decisions = sa.Table(
     sa.Column("node_id", sa.String(32), nullable=True),
     sa.Column("kind", sa.String(16), nullable=False),  # admission | placement | offer
     sa.Column("allowed", sa.Boolean, nullable=False),
-    sa.Column("findings", sa.JSON, nullable=False),  # [{scope, policy, version, allowed, reason, dry_run}]
+    # What decided it: the findings ([{scope, policy, version, allowed, reason?, dry_run?}]) as a
+    # set shared by every decision with the same findings (`findings_set`); rows written before
+    # revision 0014 hold them inline (`findings`).
+    sa.Column("findings", sa.JSON, nullable=True),
     sa.Column("at", sa.Float, nullable=False),
+    sa.Column("findings_set", sa.Integer, sa.ForeignKey("policy_finding_sets.id"), nullable=True),
+)
+
+# A pass places thousands of tasks that the same few policy versions allowed: each distinct list of
+# findings is stored once, by the SHA-256 of its JSON text, and decisions name it.
+policy_finding_sets = sa.Table(
+    "policy_finding_sets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("findings", sa.JSON, nullable=False),
 )
 
 # -- topology (issue 7): each node's measured network coordinates (Vivaldi) and echo address,

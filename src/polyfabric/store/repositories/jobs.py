@@ -11,40 +11,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from polyfabric.store.engine import json_dumps, json_loads
+from polyfabric.store.engine import json_loads
+from polyfabric.store.repositories.bulk import insert_many, raw_many
+from polyfabric.store.repositories.bulk import quote as _q
 from polyfabric.store.tables import job_events, jobs, limits, semaphores, task_attempts, task_logs, tasks
 
 __all__ = ["SqlJobRepository"]
 
 ACTIVE_JOB_STATES = ("pending", "running", "paused")
 LOST_ATTEMPT_STATES = ("lost", "evicted")
-
-
-def _json_columns(table: sa.Table) -> frozenset[str]:
-    return frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
-
-
-_JSON = {t.name: _json_columns(t) for t in (tasks, task_attempts, job_events, task_logs)}
-
-
-def _raw_many(conn: Connection, sql_of: Any, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-    """executemany straight through the driver: the hot paths write thousands of rows a second,
-    and SQLAlchemy's per-row parameter processing would cost more than the database itself.
-    `sql_of(param)` builds the statement given a function that renders one named parameter."""
-    if not rows:
-        return
-    pg = conn.dialect.name == "postgresql"
-    json_cols = _JSON[table.name]
-
-    def param(name: str) -> str:
-        if pg:
-            return f"%({name})s::json" if name in json_cols else f"%({name})s"
-        return f":{name}"
-
-    if json_cols:
-        rows = [{k: (json_dumps(v) if k in json_cols and v is not None else v) for k, v in row.items()}
-                for row in rows]
-    conn.exec_driver_sql(sql_of(param), rows)  # type: ignore[arg-type]
 
 
 class _JobRow(dict[str, Any]):
@@ -69,9 +44,6 @@ class _JobRow(dict[str, Any]):
         return key == "document" or super().__contains__(key)
 
 
-def _q(column: str) -> str:
-    """Quote a column name (`key` and `offset` are reserved words somewhere)."""
-    return f'"{column}"'
 
 
 class SqlJobRepository:
@@ -145,16 +117,13 @@ class SqlJobRepository:
     # -- tasks ------------------------------------------------------------------------------
 
     def insert_tasks(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            columns = list(rows[0])
-            _raw_many(self._conn, lambda p: f"INSERT INTO tasks ({', '.join(_q(c) for c in columns)}) "
-                      f"VALUES ({', '.join(p(c) for c in columns)})", tasks, rows)
+        insert_many(self._conn, tasks, rows)
 
     def update_tasks(self, rows: list[dict[str, Any]]) -> None:
         """Batch update by task id; every row must carry the same columns."""
         if rows:
             columns = [k for k in rows[0] if k != "id"]
-            _raw_many(self._conn, lambda p: f"UPDATE tasks SET {', '.join(f'{_q(c)} = {p(c)}' for c in columns)} "
+            raw_many(self._conn, lambda p: f"UPDATE tasks SET {', '.join(f'{_q(c)} = {p(c)}' for c in columns)} "
                       f"WHERE id = {p('id')}", tasks, rows)
 
     def delete_tasks(self, task_ids: list[str]) -> None:
@@ -184,10 +153,7 @@ class SqlJobRepository:
     # -- attempts ---------------------------------------------------------------------------
 
     def add_attempts(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            columns = list(rows[0])
-            _raw_many(self._conn, lambda p: f"INSERT INTO task_attempts ({', '.join(columns)}) "
-                      f"VALUES ({', '.join(p(c) for c in columns)}) ON CONFLICT DO NOTHING", task_attempts, rows)
+        insert_many(self._conn, task_attempts, rows, skip_existing=True)
 
     def update_attempts(self, rows: list[dict[str, Any]]) -> None:
         """Batch update by (task_id, attempt); rows may carry different columns."""
@@ -196,7 +162,7 @@ class SqlJobRepository:
             groups.setdefault(tuple(row), []).append(row)
         for keys, group in groups.items():
             columns = [k for k in keys if k not in ("task_id", "attempt")]
-            _raw_many(self._conn, lambda p, cols=columns: f"UPDATE task_attempts SET "
+            raw_many(self._conn, lambda p, cols=columns: f"UPDATE task_attempts SET "
                       f"{', '.join(f'{c} = {p(c)}' for c in cols)} "
                       f"WHERE task_id = {p('task_id')} AND attempt = {p('attempt')}", task_attempts, group)
 
@@ -227,10 +193,7 @@ class SqlJobRepository:
     # -- logs and events --------------------------------------------------------------------
 
     def add_logs(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            columns = list(rows[0])
-            _raw_many(self._conn, lambda p: f"INSERT INTO task_logs ({', '.join(_q(c) for c in columns)}) "
-                      f"VALUES ({', '.join(p(c) for c in columns)}) ON CONFLICT DO NOTHING", task_logs, rows)
+        insert_many(self._conn, task_logs, rows, skip_existing=True)
 
     def logs(self, task_id: str, *, attempt: int | None, after_seq: int, limit: int) -> list[dict[str, Any]]:
         query = (sa.select(task_logs).where(task_logs.c.task_id == task_id).where(task_logs.c.seq > after_seq)
@@ -240,10 +203,7 @@ class SqlJobRepository:
         return [dict(r) for r in self._conn.execute(query).mappings()]
 
     def add_events(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            columns = list(rows[0])
-            _raw_many(self._conn, lambda p: f"INSERT INTO job_events ({', '.join(_q(c) for c in columns)}) "
-                      f"VALUES ({', '.join(p(c) for c in columns)})", job_events, rows)
+        insert_many(self._conn, job_events, rows)
 
     def events(self, job_id: str, *, after_seq: int, limit: int) -> list[dict[str, Any]]:
         query = (sa.select(job_events).where(job_events.c.job_id == job_id).where(job_events.c.seq > after_seq)

@@ -1,13 +1,24 @@
-"""Policy versions (each apply adds one; `rm` adds a tombstone) and the decisions that name them."""
+"""Policy versions (each apply adds one; `rm` adds a tombstone) and the decisions that name them.
+
+A decision's findings are stored once per distinct list (`policy_finding_sets`, by the SHA-256 of
+their JSON text): a pass writes one decision per placement, and thousands of them carry the same
+few findings (~400 bytes each inline: most of the pass's bytes, and of the database's growth).
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from polyfabric.store.tables import policy_decisions, policy_versions
+from polyfabric.store.engine import json_dumps, json_loads
+from polyfabric.store.repositories.bulk import insert_many
+from polyfabric.store.tables import policy_decisions, policy_finding_sets, policy_versions
+
+_IN_CHUNK = 500  # digests per IN (...) lookup
 
 __all__ = ["SqlPolicyRepository"]
 
@@ -41,12 +52,58 @@ class SqlPolicyRepository:
         return [dict(r) for r in self._conn.execute(query).mappings()]
 
     def add_decisions(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            self._conn.execute(policy_decisions.insert(), rows)
+        """Rows of {job_id, task_id, attempt, node_id, kind, allowed, findings, at}; rows may share
+        one `findings` list (it is encoded once)."""
+        if not rows:
+            return
+        texts: dict[int, tuple[str, str]] = {}  # id(findings) -> (digest, JSON text)
+        for row in rows:
+            findings = row["findings"]
+            if id(findings) not in texts:
+                text = json_dumps(findings)
+                texts[id(findings)] = (hashlib.sha256(text.encode()).hexdigest(), text)
+        ids = self._finding_sets(dict(texts.values()))
+        insert_many(self._conn, policy_decisions, [
+            {"job_id": r["job_id"], "task_id": r["task_id"], "attempt": r["attempt"], "node_id": r["node_id"],
+             "kind": r["kind"], "allowed": r["allowed"], "findings_set": ids[texts[id(r["findings"])][0]],
+             "at": r["at"]} for r in rows])
+
+    def _finding_sets(self, texts: dict[str, str]) -> dict[str, int]:
+        """The id of each set (digest -> JSON text), added where it is new. Safe with concurrent
+        writers: an insert that meets the same digest does nothing, and the lookup after it sees
+        the other writer's row once that commits."""
+        found = self._set_ids(list(texts))
+        missing = [d for d in texts if d not in found]
+        if missing:
+            dialect = postgresql if self._conn.dialect.name == "postgresql" else sqlite
+            self._conn.execute(
+                dialect.insert(policy_finding_sets).on_conflict_do_nothing(index_elements=["digest"]),
+                [{"digest": d, "findings": json_loads(texts[d])} for d in missing])
+            found.update(self._set_ids(missing))
+        return found
+
+    def _set_ids(self, digests: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        table = policy_finding_sets
+        for i in range(0, len(digests), _IN_CHUNK):
+            query = sa.select(table.c.digest, table.c.id).where(table.c.digest.in_(digests[i:i + _IN_CHUNK]))
+            out.update({digest: ident for digest, ident in self._conn.execute(query)})
+        return out
 
     def decisions(self, *, job_id: str, task_id: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        query = sa.select(policy_decisions).where(policy_decisions.c.job_id == job_id)
+        d, sets = policy_decisions, policy_finding_sets
+        query = (sa.select(*(c for c in d.c if c.name != "findings_set"),
+                           sets.c.findings.label("set_findings"))
+                 .select_from(d.outerjoin(sets, sets.c.id == d.c.findings_set))
+                 .where(d.c.job_id == job_id))
         if task_id is not None:
-            query = query.where(policy_decisions.c.task_id == task_id)
-        query = query.order_by(policy_decisions.c.id).limit(limit)
-        return [dict(r) for r in self._conn.execute(query).mappings()]
+            query = query.where(d.c.task_id == task_id)
+        query = query.order_by(d.c.id).limit(limit)
+        out = []
+        for r in self._conn.execute(query).mappings():
+            row = dict(r)
+            shared = row.pop("set_findings")
+            if row["findings"] is None:  # rows since revision 0014; older ones hold them inline
+                row["findings"] = shared
+            out.append(row)
+        return out
