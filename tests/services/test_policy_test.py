@@ -154,3 +154,15 @@ def test_an_advertised_owner_policy_is_predicted_and_followed(world):
     assert record.subject == f"node:{picky}" and record.details["owner_policy"]["version"] == 2
     assert world.predicted(job("later", requires='node.name == "picky"'), "ops", picky)["allowed"]
     assert world.placed(job("later", requires='node.name == "picky"'), "ops")[0] == picky
+
+
+def test_an_owners_advertised_rank_steers_jobs_to_the_nodes_whose_owners_prefer_them(world):
+    """The other side of a job's `rank:`: an owner's preference over jobs (its advertised `rank`)
+    wins a task the nodes would otherwise tie for, and loses one it ranks below a neutral node."""
+    keen = world.join("keen", owner={"rank": "job.priority >= 5 ? 100 : 0"})
+    plain = world.join("plain")
+    for i in range(2):
+        urgent = {**job(f"urgent-{i}"), "priority": 9}
+        assert world.placed(urgent, "ops")[0] == keen, i
+        routine = {**job(f"routine-{i}"), "priority": 0}
+        assert world.placed(routine, "ops")[0] == plain, i

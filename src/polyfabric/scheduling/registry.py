@@ -20,7 +20,7 @@ from polyfabric.scheduling.filters import (
     MaxTasksFilter,
     NodeStateFilter,
 )
-from polyfabric.scheduling.filters.policy import PolicyFilter, PolicyRankScorer, PolicyShareFilter
+from polyfabric.scheduling.filters.policy import OwnerRankScorer, PolicyFilter, PolicyRankScorer, PolicyShareFilter
 from polyfabric.scheduling.framework import Filter, Gate, Scope, Scorer, VictimFilter
 from polyfabric.scheduling.limits import ConcurrencyGate
 from polyfabric.scheduling.scorers import (
@@ -42,6 +42,7 @@ __all__ = [
     "WeightedScorer",
     "builtin_registry",
     "default_profile",
+    "with_owner_rank",
     "with_policies",
     "topology_profile",
     "with_topology",
@@ -209,6 +210,7 @@ def builtin_registry() -> Registry:
     registry.add_filter("policy", PolicyFilter)
     registry.add_filter("policy_share", PolicyShareFilter)
     registry.add_scorer("policy_rank", PolicyRankScorer)
+    registry.add_scorer("owner_rank", OwnerRankScorer)
     return registry
 
 
@@ -225,6 +227,16 @@ def with_policies(profile: Profile, policies: Sequence[Any] = (), *, rank_weight
     scorers = [w for w in profile.scorers if w.scorer.name != "policy_rank"]
     scorers.append(WeightedScorer(PolicyRankScorer(), rank_weight))
     return Profile(profile.name, tuple(filters), tuple(scorers), profile.gates, profile.victim_filters,
+                   profile.preemption, profile.node_order)
+
+
+def with_owner_rank(profile: Profile, scorer: OwnerRankScorer | None = None, weight: float = 1.0) -> Profile:
+    """`profile` plus the `owner_rank` TASK scorer (the nodes' owners' advertised preferences over
+    jobs), replacing one already there. The runtime uses it only for passes where some node's
+    owner advertises a rank, and hands the same scorer every time (its answers are kept)."""
+    scorers = [w for w in profile.scorers if w.scorer.name != "owner_rank"]
+    scorers.append(WeightedScorer(scorer if scorer is not None else OwnerRankScorer(), weight))
+    return Profile(profile.name, profile.filters, tuple(scorers), profile.gates, profile.victim_filters,
                    profile.preemption, profile.node_order)
 
 

@@ -38,9 +38,9 @@ from polyfabric.domain.task_states import TERMINAL, TaskState
 from polyfabric.observability import metrics as obs
 from polyfabric.scheduling.fairshare import FairShare
 from polyfabric.scheduling.fairshare import order as fair_share_order
-from polyfabric.scheduling.filters.policy import PolicyFilter
+from polyfabric.scheduling.filters.policy import OwnerRankScorer, PolicyFilter
 from polyfabric.scheduling.pipeline import schedule
-from polyfabric.scheduling.registry import default_profile, with_policies, with_topology
+from polyfabric.scheduling.registry import default_profile, with_owner_rank, with_policies, with_topology
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
 from polyfabric.services.context import ServiceContext
 from polyfabric.services.deferred import DeferredCalls
@@ -202,6 +202,7 @@ class JobRuntime:
         self._declined: dict[str, dict[str, str]] = {}
         self.offer_timeout_s = 30.0
         self._profile = with_policies(self._profile, ())
+        self._owner_rank = OwnerRankScorer()  # kept across passes: its answers are cached
         self._rng = rng or random.Random()
         self._limits = ConcurrencyLimits()
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
@@ -980,6 +981,9 @@ class JobRuntime:
         # fast path (issue 7; benchmarks/scheduling_topology.py).
         profile = with_topology(self._profile) if any(r.near or r.spread or r.affinity for r in requests) \
             else self._profile
+        # The owners' preferences over jobs (advertised ranks) only where some owner states one.
+        if any(n.owner is not None and n.owner.rank is not None for n in view.nodes):
+            profile = with_owner_rank(profile, self._owner_rank)
         plan = schedule(view, requests, profile, self._rng)
         obs.SCHEDULING_PASS_SECONDS.observe(time.perf_counter() - pass_started)
         obs.SCHEDULING_PLACEMENTS.inc(len(plan.placements))

@@ -16,7 +16,7 @@ from polyfabric.domain.policy import advertised_owner_policy, job_context, parse
 from polyfabric.scheduling import default_profile, schedule
 from polyfabric.scheduling.filters.policy import PolicyAttributes, node_variables
 from polyfabric.scheduling.framework import CycleState, Status
-from polyfabric.scheduling.registry import with_policies
+from polyfabric.scheduling.registry import with_owner_rank, with_policies
 
 from .builders import node, res, running, task, view
 
@@ -142,3 +142,17 @@ def test_advertising_can_be_turned_off_and_says_every_rule():
     again = advertised_owner_policy(doc)
     assert (again.domains, again.hours, again.version, again.reason) == (full.domains, full.hours, 4, "mine")
     assert advertised_owner_policy({"domains": "not a list"}) is None  # unreadable: the agent still decides
+
+
+def test_an_owners_rank_prefers_the_tasks_it_likes_and_leaves_the_others_to_neutral_nodes():
+    """The owner's `rank` over jobs (HTCondor's machine RANK): with nothing else between two nodes,
+    a task its owner ranks high goes to it, one it ranks low to the node without a preference."""
+    keen = dataclasses.replace(node("keen"), owner=owner({"rank": 'job.labels.team == "ml" ? 100 : 0'}))
+    cluster = view(keen, node("plain"))
+    profile = with_owner_rank(with_policies(default_profile(), []))
+    for seed in range(8):
+        tasks = classify(profile, [offer("ml", job_labels={"team": "ml"}), offer("web", job_labels={"team": "web"})],
+                         cluster)
+        for t in tasks:
+            plan = schedule(cluster, [t], profile, random.Random(seed), now=NOON)
+            assert [p.node_id for p in plan.placements] == ["keen" if t.task_id == "ml" else "plain"], seed

@@ -7,7 +7,8 @@
 * `policy_share` (TASK filter): limits policies' `max_cpu_share`: what other domains' tasks may
   hold of a node's CPU (all tasks, with `foreign_only: false`), counting what runs there and what
   this pass placed.
-* `policy_rank` (TASK scorer): the task's `rank:` CEL over the node, 0..100.
+* `policy_rank` (CLASS scorer, keyed by the rank): the task's `rank:` CEL over the node, 0..100.
+* `owner_rank` (TASK scorer): the node owner's advertised `rank` over jobs, 0..100.
 
 Why TASK scope: tasks carry `policy_class` (one per job and workflow task) and `attributes` (a
 `PolicyAttributes`); as CLASS plugins they would split the pipeline's equivalence classes by job,
@@ -49,8 +50,8 @@ from polyfabric.domain.policy import (
 from polyfabric.scheduling.framework import PASS, CycleState, Scope, Status, Verdict
 from polyfabric.scheduling.view import NodeView, TaskRequest
 
-__all__ = ["PolicyAttributes", "PolicyFilter", "PolicyRankScorer", "PolicyShareFilter", "node_variables",
-           "rule_fields"]
+__all__ = ["OwnerRankScorer", "PolicyAttributes", "PolicyFilter", "PolicyRankScorer", "PolicyShareFilter",
+           "node_variables", "rule_fields"]
 
 _FIELD = re.compile(r"\b(job|task)\s*\.\s*([A-Za-z_]\w*)")
 _BARE = re.compile(r"\b(job|task)\b(?!\s*\.)")
@@ -717,17 +718,75 @@ class PolicyRankScorer:
             timed = cycle.scratch.get(self.name)
             if timed is None:
                 timed = cycle.scratch[self.name] = time_context(cycle.now)
-        cap = node.capacity
-        nodekey = (node.id, node.name, node.domain, node.state.value, tuple(sorted(node.labels.items())),
-                   cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots)
-        key = (task.rank_key, nodekey, None if timed is None else tuple(sorted(timed.items())))
+        held = _held_node(self._nodes, node)
+        key = (task.rank_key, held[0], None if timed is None else tuple(sorted(timed.items())))
         value = self._memo.get(key)
         if value is None:
-            held = self._nodes.get(node.id)
-            if held is None or held[0] != nodekey:
-                held = self._nodes[node.id] = (nodekey, node_variables(node))
             number = self._ev.bind(job=attrs.job, task=attrs.task, node=held[1], now=timed).number(rank)
             value = self._memo[key] = 50.0 if number is None else number
             if len(self._memo) > _MAX_CACHED:
                 self._memo.clear()
         return value
+
+
+class OwnerRankScorer:
+    """The node owner's `rank` over jobs, as its agent advertised it (HTCondor's machine RANK): the
+    other side of the job's `rank:`. Among the candidates compared for a task, a node whose owner
+    prefers the task scores higher (0..100, clamped by the pipeline); a node without an owner
+    rank, or whose rank cannot be evaluated, scores 50.
+
+    A TASK scorer (the owner's rank reads the job and task, and a CLASS scorer keyed by them would
+    split the pipeline's classes); the runtime adds it only to passes where some node advertises
+    a rank, so a fabric without one keeps the fast path. Answers are kept while the scorer lives,
+    keyed by what the rank reads: the owner's policy and version, the values of the job and task
+    fields it names, of the node fields, of the fields of `now`."""
+
+    name = "owner_rank"
+    scope = Scope.TASK
+
+    def __init__(self) -> None:
+        self._ev = Evaluator()
+        self._memo: dict[Hashable, float] = {}
+        self._fields: dict[str, tuple[tuple[str, str], ...] | None] = {}  # rank text -> rule_fields()
+        self._nodes: dict[str, tuple[Hashable, dict[str, Any]]] = {}  # node id -> (its key, its map)
+
+    def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
+        owner = node.owner
+        attrs: PolicyAttributes | None = task.attributes
+        if owner is None or owner.rank is None or attrs is None:
+            return 50.0
+        rank = owner.rank
+        fields = self._fields.get(rank.source, False)
+        if fields is False:
+            fields = self._fields[rank.source] = rule_fields(rank)
+        task_part = _key(fields, None, attrs) if fields is not None else ("task", task.task_id)  # type: ignore[arg-type]
+        nodekey, node_map = _held_node(self._nodes, node)
+        node_part: Hashable = None
+        if "node" in rank.variables:
+            read = rank.fields.get("node")
+            node_part = nodekey if read is None else tuple(_freeze(node_map.get(f, _ABSENT)) for f in read)
+        time_part: Hashable = None
+        if "now" in rank.variables:
+            now = time_context(cycle.now)
+            read = rank.fields.get("now")
+            time_part = tuple(sorted(now.items())) if read is None else tuple(now.get(f) for f in read)
+        key = (owner.digest, owner.version, rank.source, task_part, node_part, time_part)
+        value = self._memo.get(key)
+        if value is None:
+            number = owner.score(attrs.job, attrs.task, node_map, cycle.now, ev=self._ev)
+            if len(self._memo) > _MAX_CACHED:
+                self._memo.clear()
+            value = self._memo[key] = 50.0 if number is None else number
+        return value
+
+
+def _held_node(nodes: dict[str, tuple[Hashable, dict[str, Any]]], node: NodeView) -> tuple[Hashable, dict[str, Any]]:
+    """(the node's attributes as a key, its `node` map), kept in `nodes` by node id and made again
+    when its attributes change."""
+    cap = node.capacity
+    nodekey = (node.id, node.name, node.domain, node.state.value, tuple(sorted(node.labels.items())),
+               cap.cpu_millis, cap.memory_bytes, cap.gpus, cap.slots)
+    held = nodes.get(node.id)
+    if held is None or held[0] != nodekey:
+        held = nodes[node.id] = (nodekey, node_variables(node))
+    return held
