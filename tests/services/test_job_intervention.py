@@ -245,3 +245,20 @@ def test_a_running_tasks_raised_priority_protects_it_from_preemption(world: Worl
     agent.finish(lease)
     assert _lease_order(world, agent, 1) == [("urgent", "u")]
     assert world.all_final([lease["job_id"], urgent])
+
+
+def test_a_priority_raised_after_a_pass_saw_the_task_running_protects_it_too(world: World) -> None:
+    """A pass keeps what its view showed of each running task; a raised priority must show in the
+    next one (else preemption would still count the old priority)."""
+    agent = world.join("n0", slots=1)
+    lease = _block(world, agent, priority=0)
+    waits = world.submit({"name": "waits", "priority": 0, "tasks": {"w": fn()}})
+    assert world.runtime.schedule_once() == 0  # a pass sees the blocker running at 0: 0 does not outrank 0
+    world.runtime.intervene(OPERATOR, lease["job_id"], "priority", "keep it", priority=10)
+    urgent = world.submit({"name": "urgent", "priority": 5, "tasks": {"u": fn()}})
+    assert world.runtime.schedule_once() == 0
+    assert agent.poll() == ([], [])  # no cancel: 5 does not outrank 10
+    assert world.audit("task.preempted") == []
+    agent.finish(lease)
+    assert _lease_order(world, agent, 2) == [("urgent", "u"), ("waits", "w")]
+    assert world.all_final([lease["job_id"], urgent, waits])

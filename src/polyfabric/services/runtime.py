@@ -125,6 +125,9 @@ class Assignment:
     checkpoint_asked: str | None = None
     checkpoint_asked_at: float = 0.0
     checkpoint_sent_at: float = -1e18
+    # What the scheduler's view shows of it (`JobRuntime._view`), made again when what it shows
+    # changes (priority, preemptible): a pass over 10,000 running tasks would make 10,000 anew.
+    seen_as: RunningTask | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -909,9 +912,12 @@ class JobRuntime:
                 allocated = allocated + a.resources
                 if a.preempted_by is not None:
                     evicting.add(a.preempted_by)
-                running.append(RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources, a.semaphore,
-                                           a.node_id, preemptible=a.cancel_reason is None,
-                                           group=f"{a.job_id}/{a.key.split('[', 1)[0]}"))
+                seen = a.seen_as
+                if seen is None or seen.priority != a.priority or seen.preemptible != (a.cancel_reason is None):
+                    seen = a.seen_as = RunningTask(a.task_id, a.job_id, a.domain, a.priority, a.resources,
+                                                   a.semaphore, a.node_id, preemptible=a.cancel_reason is None,
+                                                   group=f"{a.job_id}/{a.key.split('[', 1)[0]}")
+                running.append(seen)
             name, domain, labels, capacity, owner = spec
             views.append(NodeView(entry.node_id, name, domain, entry.state, labels, capacity, allocated,
                                   tuple(running), coords=entry.coords, owner=owner))
