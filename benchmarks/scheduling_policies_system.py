@@ -41,6 +41,9 @@ the end with the runtime's explanation. The owner-policy evaluation's CPU is mea
 real fabric every agent answers on its own machine, in parallel), and the ON/OFF ratios are
 given with and without it.
 
+The process's young GC threshold is the coordinator's (`polyfabric server --gc-threshold`,
+default 10,000: coordinator/gc_settings.py); `--gc-threshold 0` measures with CPython's 700.
+
 Notes: the reports here arrive one by one, so every reporting node costs one SQLite commit (a
 live coordinator's group commit merges concurrent reports), and the runtime is used as
 `Services.build` makes it (`plan_on_commit` off: passes run only from this loop; the scheduler
@@ -75,6 +78,7 @@ from benchmarks.scheduling_core import _DOMAINS, _REGIONS, _TASK_SHAPES, build_c
 from benchmarks.scheduling_policies import _NOON, POLICIES, owner_policies
 from polyfabric.agent.policy import Negotiator
 from polyfabric.coordinator.bootstrap import UuidIds
+from polyfabric.coordinator.gc_settings import DEFAULT_GC_THRESHOLD, apply_gc_threshold
 from polyfabric.domain.access import Principal, Role
 from polyfabric.domain.node_states import NodeState
 from polyfabric.observability import metrics as obs
@@ -448,10 +452,15 @@ def main(argv: list[str] | None = None) -> int:
                              "blindly and learns from declines")
     parser.add_argument("--mode", choices=("both", "off", "on"), default="both",
                         help="run only one mode (for profiling); ratios need both")
+    parser.add_argument("--gc-threshold", type=int, default=DEFAULT_GC_THRESHOLD,
+                        help="the young GC threshold, as `polyfabric server --gc-threshold` sets it "
+                             "(default: the server's; 0: CPython's 700)")
     args = parser.parse_args(argv)
+    gc_thresholds = apply_gc_threshold(args.gc_threshold)
     info = machine()
     modes = ["off", "on"] if args.mode == "both" else [args.mode]
-    log(f"{args.tasks} tasks on {args.nodes} nodes, modes {'/'.join(modes)}, {args.repeat} run(s) each")
+    log(f"{args.tasks} tasks on {args.nodes} nodes, modes {'/'.join(modes)}, {args.repeat} run(s) each, "
+        f"GC thresholds {gc_thresholds}")
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     with _quiet_runtime_log():
         for r in range(args.repeat):
@@ -466,14 +475,15 @@ def main(argv: list[str] | None = None) -> int:
         medians[mode] = _round(m)
     print_table(list(medians.values()), COLUMNS,
                 title=f"scheduling through the service layer (SQLite), policies off vs on, median of {args.repeat}"
-                      f"{' (plan_on_commit)' if args.plan_on_commit else ''}; {describe_machine(info)}")
+                      f"{' (plan_on_commit)' if args.plan_on_commit else ''}, GC threshold {gc_thresholds[0]}; "
+                      f"{describe_machine(info)}")
     ratios = None
     if "off" in medians and "on" in medians:
         ratios = _ratios(medians["off"], medians["on"])
         print_table([ratios], RATIO_COLUMNS, title="ratios of the medians (target: wall and cpu on/off <= 1.25)")
     emit_json("scheduling_policies_system", {
         "machine": info, "argv": sys.argv[1:] if argv is None else argv, "plan_on_commit": args.plan_on_commit,
-        "private_owners": args.private_owners,
+        "private_owners": args.private_owners, "gc_thresholds": gc_thresholds,
         "results": medians, "ratios": ratios, "per_pass_fields": PER_PASS_FIELDS,
         "runs": {m: [_round(run) for run in rs] for m, rs in runs.items()}})
     return 0

@@ -29,6 +29,7 @@ from polyfabric.cli.topology import topology
 from polyfabric.cli.triggers import trigger
 from polyfabric.cli.up import up
 from polyfabric.cli.usage import usage
+from polyfabric.coordinator.gc_settings import DEFAULT_GC_THRESHOLD
 
 __all__ = ["cli", "main"]
 
@@ -105,6 +106,9 @@ def cli() -> None:
 @click.option("--offer-timeout", default="30s", show_default=True, metavar="DURATION",
               help="An offer (a lease) the node neither starts nor declines within this long counts as a "
                    "decline: the task is offered to another node (e.g. 30s, 2m).")
+@click.option("--gc-threshold", type=click.IntRange(min=0), default=DEFAULT_GC_THRESHOLD, show_default=True,
+              help="Allocations between young garbage collections in this process (0: CPython's 700); "
+                   "higher spends less CPU collecting during scheduling passes.")
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: float,
            unreachable_after: float, down_after: float, quarantine_failures: int, quarantine_window: float,
@@ -112,7 +116,8 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
            probation: float, log_level: str, advertise: str | None, lease_ttl: float,
            checkpoint_dir: Path | None = None, drain_checkpoint_grace: float = 10.0,
            metrics_public: bool = False, telemetry_interval: float = 10.0, fair_share: bool = False,
-           fair_share_window: float = 7 * 86400.0, offer_timeout: str = "30s") -> None:
+           fair_share_window: float = 7 * 86400.0, offer_timeout: str = "30s",
+           gc_threshold: int = DEFAULT_GC_THRESHOLD) -> None:
     """Run a coordinator: the API, the failure detector and the other controllers.
 
     Several coordinators may share one PostgreSQL database (--db): all serve the API, one at a time
@@ -150,7 +155,7 @@ def server(db_url: str | None, listen: str, data_dir: Path, heartbeat_interval: 
         checkpoint_dir=checkpoint_dir.resolve() if checkpoint_dir is not None else None,
         drain_checkpoint_grace_s=drain_checkpoint_grace,
         metrics_public=metrics_public, telemetry_interval_s=telemetry_interval, fair_share=fair_share,
-        fair_share_window_s=fair_share_window, offer_timeout_s=offer_timeout_s,
+        fair_share_window_s=fair_share_window, offer_timeout_s=offer_timeout_s, gc_threshold=gc_threshold,
     )
     try:
         sys.exit(serve(settings))

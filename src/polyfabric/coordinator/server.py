@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from polyfabric.coordinator.bootstrap import build
+from polyfabric.coordinator.gc_settings import apply_gc_threshold
 from polyfabric.coordinator.settings import CoordinatorSettings
 from polyfabric.observability import configure_logging
 
@@ -64,6 +65,8 @@ class _Server(uvicorn.Server):
 
 def serve(settings: CoordinatorSettings) -> int:
     configure_logging(settings.log_level)
+    thresholds = apply_gc_threshold(settings.gc_threshold)
+    log.debug("garbage collector thresholds %s", thresholds)
     coordinator = build(settings)
     if coordinator.admin_token_created:
         log.info("created the admin API token; it is in %s (mode 0600)", settings.admin_token_path)

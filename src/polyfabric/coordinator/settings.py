@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polyfabric.coordinator.gc_settings import DEFAULT_GC_THRESHOLD
 from polyfabric.domain.conditions import DetectorSettings
 from polyfabric.domain.quarantine import QuarantinePolicy
 
@@ -40,6 +41,8 @@ class CoordinatorSettings:
     fair_share_window_s: float = 7 * 86400.0
     # Negotiation (docs/policy.md): an offer unanswered this long counts as a decline.
     offer_timeout_s: float = 30.0
+    # The young generation's GC threshold for this process (coordinator/gc_settings.py; 0: CPython's).
+    gc_threshold: int = DEFAULT_GC_THRESHOLD
 
     @property
     def advertise(self) -> str:
