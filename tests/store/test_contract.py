@@ -4,6 +4,7 @@ audit chain (one line of consecutive seqs) and join token use counts (atomic).""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -103,6 +104,30 @@ def test_migrations_bring_an_empty_database_to_head_and_match_the_tables(db_url:
         assert migrate.current_revision(engine) == migrate.head_revision()
     finally:
         engine.dispose()
+
+
+def test_the_finding_sets_migration_goes_back_without_losing_a_decisions_findings(store: SqlStore):
+    """Downgrading 0014 puts each decision's findings back inline; upgrading again reads them."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    findings = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
+    with store.unit_of_work() as uow:
+        uow.policies.add_decisions([_decision("j-down", findings, task_id="t-1", attempt=1)])
+        uow.commit()
+    config = migrate._config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0013")
+    try:
+        with store.engine.connect() as conn:
+            assert "policy_finding_sets" not in sa.inspect(conn).get_table_names()
+            inline = conn.execute(sa.text("SELECT findings FROM policy_decisions WHERE job_id = 'j-down'")).scalar()
+        assert (json.loads(inline) if isinstance(inline, str) else inline) == findings
+    finally:
+        migrate.upgrade(store.engine)
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.policies.decisions(job_id="j-down")[0]["findings"] == findings
 
 
 # -- round trips -------------------------------------------------------------------------------

@@ -738,8 +738,8 @@ class OwnerRankScorer:
     A TASK scorer (the owner's rank reads the job and task, and a CLASS scorer keyed by them would
     split the pipeline's classes); the runtime adds it only to passes where some node advertises
     a rank, so a fabric without one keeps the fast path. Answers are kept while the scorer lives,
-    keyed by what the rank reads: the owner's policy and version, the values of the job and task
-    fields it names, of the node fields, of the fields of `now`."""
+    keyed by what the rank reads: its text, the values of the job and task fields it names, of the
+    node fields, of the fields of `now`."""
 
     name = "owner_rank"
     scope = Scope.TASK
@@ -770,7 +770,7 @@ class OwnerRankScorer:
             now = time_context(cycle.now)
             read = rank.fields.get("now")
             time_part = tuple(sorted(now.items())) if read is None else tuple(now.get(f) for f in read)
-        key = (owner.digest, owner.version, rank.source, task_part, node_part, time_part)
+        key = (rank.source, task_part, node_part, time_part)  # owners with the same rank share answers
         value = self._memo.get(key)
         if value is None:
             number = owner.score(attrs.job, attrs.task, node_map, cycle.now, ev=self._ev)
