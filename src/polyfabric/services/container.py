@@ -72,6 +72,6 @@ class Services:
         services.ledger = LedgerService(ctx)
         runtime.share_balances = services.ledger.balances
         services.pools = PoolService(ctx, waiting=runtime.waiting_tasks, attempts_on=runtime.attempts_on,
-                                     nodes=services.nodes, tokens=tokens)
+                                     nodes=services.nodes, tokens=tokens, released_at=runtime.released_at)
         services.artifacts = ArtifactService(ctx, runtime, None)
         return services

@@ -115,10 +115,12 @@ class PoolService:
 
     def __init__(self, ctx: ServiceContext, *, waiting: Callable[[float], list[tuple[str, str, Resources,
                                                                                      dict[str, str]]]],
-                 attempts_on: Callable[[str], int], nodes: Any, tokens: Any) -> None:
+                 attempts_on: Callable[[str], int], nodes: Any, tokens: Any,
+                 released_at: Callable[[str], float | None] = lambda node_id: None) -> None:
         self._ctx = ctx
         self._waiting = waiting
         self._attempts_on = attempts_on
+        self._released_at = released_at
         self._nodes = nodes  # NodeService: system transitions (drain)
         self._tokens = tokens  # TokenService: a single-use join token per member
         self.providers: dict[str, PoolProvider] = {}
@@ -345,9 +347,14 @@ class PoolService:
             attempts = self._attempts_on(node_id) if node_id is not None else 0
             idle_since = m["idle_since"]
             if node_state == NodeState.ACTIVE.value and attempts == 0:
+                released = self._released_at(node_id) if node_id is not None else None
                 if idle_since is None:
                     idle_since = now
                     changes["idle_since"] = now
+                elif released is not None and released > idle_since:
+                    # It worked between two looks (a task placed and ended within a second):
+                    # idle only since that attempt ended.
+                    idle_since = changes["idle_since"] = released
             elif idle_since is not None:
                 idle_since = None
                 changes["idle_since"] = None

@@ -206,6 +206,7 @@ class JobRuntime:
         self.offer_timeout_s = 30.0
         self._profile = with_policies(self._profile, ())
         self._owner_rank = OwnerRankScorer()  # kept across passes: its answers are cached
+        self._released_at: dict[str, float] = {}  # node id -> when it last gave up an attempt
         self._rng = rng or random.Random()
         self._limits = ConcurrencyLimits()
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
@@ -550,6 +551,7 @@ class JobRuntime:
         assignment = self._assignments.pop(task_id, None)
         if assignment is not None:
             self._by_node.get(assignment.node_id, {}).pop(task_id, None)
+            self._released_at[assignment.node_id] = self._ctx.clock.now()
 
     def _forget(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
@@ -1564,6 +1566,12 @@ class JobRuntime:
         """How many attempts a node holds (leased or running)."""
         with self._lock:
             return len(self._by_node.get(node_id, ()))
+
+    def released_at(self, node_id: str) -> float | None:
+        """When the node last gave up an attempt (finished, lost, moved), if it did since this
+        runtime started: a node can work between two looks of the autoscaler."""
+        with self._lock:
+            return self._released_at.get(node_id)
 
     def waiting_tasks(self, now: float) -> list[tuple[str, str, Resources, dict[str, str]]]:
         """Ready tasks still in the queue (not paused, not backing off), with their domain, resources
