@@ -986,3 +986,30 @@ def test_an_invalid_workflow_is_refused_and_creates_nothing(world: World, tasks:
     assert world.services.jobs.list(ADMIN, status=None, domain=None, before=None, limit=10) == []
     assert world.audit("job.submitted") == []
     assert world.runtime.schedule_once() == 0
+
+
+def test_a_commit_plans_the_pass_it_asks_for_only_once_the_last_pass_has_had_its_time(world: World) -> None:
+    """With plan_on_commit (the scheduler loop's mode), a report that frees a slot plans the
+    waiting task inside its own commit; but not right after a pass that took long (planning then
+    takes at most about half the time, however many reports ask): that report's commit leaves it
+    to the scheduler loop, which it wakes."""
+    runtime = world.runtime
+    runtime.plan_on_commit = True
+    agent = world.join("n0", slots=1)
+    world.submit({"name": "first", "tasks": {"a": fn()}})  # its own commit places it
+    [first] = agent.poll()[0]
+    agent.start([first])
+    world.submit({"name": "second", "tasks": {"b": fn()}})  # the node is full: it waits
+    runtime._last_pass = (0.0, 0.0)  # the last pass long over
+    agent.finish(first)  # frees the slot: this commit places `second`
+    [second] = agent.poll()[0]
+    agent.start([second])
+
+    world.submit({"name": "third", "tasks": {"c": fn()}})
+    runtime.wake.clear()
+    runtime._last_pass = (time.perf_counter(), 3600.0)  # a pass that took an hour has just ended
+    agent.finish(second)
+    assert agent.poll() == ([], [])  # not planned in that commit...
+    assert runtime.wake.is_set()  # ...but the scheduler loop is told
+    assert runtime.schedule_once() == 1
+    assert [lease["key"] for lease in agent.poll()[0]] == ["c"]
