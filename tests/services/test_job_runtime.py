@@ -1013,3 +1013,47 @@ def test_a_commit_plans_the_pass_it_asks_for_only_once_the_last_pass_has_had_its
     assert runtime.wake.is_set()  # ...but the scheduler loop is told
     assert runtime.schedule_once() == 1
     assert [lease["key"] for lease in agent.poll()[0]] == ["c"]
+
+
+def test_what_each_node_holds_is_kept_exact_through_placements_failures_retries_and_losses(world: World) -> None:
+    """The runtime keeps each node's held resources as attempts come and go (the scheduler's view
+    reads them instead of adding up every attempt each pass): at every step of a random workload
+    with failures, retries, a cancelled job and a node lost, they equal the sum of the attempts
+    each node holds."""
+    agents = [world.join(f"n{i}", slots=3) for i in range(3)]
+    runtime = world.runtime
+
+    def check() -> None:
+        with runtime._lock:
+            recounted = {}
+            for node_id, held in runtime._by_node.items():
+                total = Resources()
+                for a in held.values():
+                    total = total + a.resources
+                recounted[node_id] = total
+        kept = runtime.allocated_by_node()
+        assert {n: r for n, r in kept.items() if r != Resources()} == \
+            {n: r for n, r in recounted.items() if r != Resources()}
+
+    rng = random.Random(5)
+    jobs = [world.submit({"name": f"w{i}", "tasks": {"t": fn(foreach=list(range(4)), retries=2)}})
+            for i in range(6)]
+
+    def outcome(lease: Lease) -> tuple[str, Any]:
+        world.clock.advance(10.0)  # past any retry's backoff
+        return ("failed", None) if rng.random() < 0.3 else ("succeeded", lease["key"])
+
+    runtime.schedule_once()
+    for agent in agents:
+        agent.poll_and_start()
+    check()
+    lost = max(agents, key=lambda a: len(a.started))
+    assert runtime.node_lost(lost.node_id, "the test lost it") > 0  # its attempts go back to the queue
+    lost.held.clear()  # and its agent comes back without them
+    lost.started.clear()
+    check()
+    runtime.intervene(ADMIN, jobs[1], "cancel", "by the test")
+    check()
+    world.drive([j for j in jobs if j != jobs[1]], outcome, agents=agents, rng=rng, check=check)
+    check()
+    assert all(r == Resources() for r in runtime.allocated_by_node().values())  # nothing runs any more

@@ -73,6 +73,8 @@ from polyfabric.workflow.spec import parse_workflow
 
 __all__ = ["Assignment", "JobRuntime", "Notifier", "QueuedTask"]
 
+_NOTHING = Resources()
+
 log = logging.getLogger("polyfabric.runtime")
 
 Notifier = Callable[[str], None]
@@ -208,6 +210,9 @@ class JobRuntime:
         self._profile = with_policies(self._profile, ())
         self._owner_rank = OwnerRankScorer()  # kept across passes: its answers are cached
         self._released_at: dict[str, float] = {}  # node id -> when it last gave up an attempt
+        # node id -> what the attempts it holds take, kept with `_by_node` (`_assign`, `_drop`):
+        # a pass over 10,000 running tasks would otherwise add them all up again
+        self._held: dict[str, Resources] = {}
         self._rng = rng or random.Random()
         self._limits = ConcurrencyLimits()
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
@@ -544,15 +549,23 @@ class JobRuntime:
 
     def _assign(self, assignment: Assignment) -> None:
         self._assignments[assignment.task_id] = assignment
-        self._by_node.setdefault(assignment.node_id, {})[assignment.task_id] = assignment
+        node_id = assignment.node_id
+        on_node = self._by_node.setdefault(node_id, {})
+        replaced = on_node.get(assignment.task_id)
+        on_node[assignment.task_id] = assignment
+        held = self._held.get(node_id, _NOTHING) + assignment.resources
+        self._held[node_id] = held - replaced.resources if replaced is not None else held
 
     def _drop(self, task_id: str) -> None:
         self._queue.pop(task_id, None)
         self.pending_reasons.pop(task_id, None)
         assignment = self._assignments.pop(task_id, None)
-        if assignment is not None:
-            self._by_node.get(assignment.node_id, {}).pop(task_id, None)
-            self._released_at[assignment.node_id] = self._ctx.clock.now()
+        if assignment is not None:  # off its node: what the node holds, when it last gave one up
+            node_id = assignment.node_id
+            gone = self._by_node.get(node_id, {}).pop(task_id, None)
+            if gone is not None:
+                self._held[node_id] = self._held[node_id] - gone.resources
+                self._released_at[node_id] = self._ctx.clock.now()
 
     def _forget(self, job_id: str) -> None:
         job = self._jobs.pop(job_id, None)
@@ -767,6 +780,7 @@ class JobRuntime:
             self._heap.clear()
             self._assignments.clear()
             self._by_node.clear()
+            self._held.clear()
             self._pending = _Pending()
             self._failed_upto = max(self._failed_upto, self._ticket)
             self._recent_done.clear()
@@ -824,13 +838,7 @@ class JobRuntime:
     def allocated_by_node(self) -> dict[str, Resources]:
         """What the attempts held on each node take (topology's free capacity)."""
         with self._lock:
-            out: dict[str, Resources] = {}
-            for node_id, held in self._by_node.items():
-                total = Resources()
-                for a in held.values():
-                    total = total + a.resources
-                out[node_id] = total
-            return out
+            return dict(self._held)
 
     def _topology(self, q: QueuedTask, near_cache: dict[tuple[str, str], frozenset[str]]) -> dict[str, Any]:
         """The placement a task's spec asks for (issue 7): near an upstream task's nodes, spread
@@ -912,10 +920,9 @@ class JobRuntime:
             if spec is None or entry.revoked:
                 continue
             held = list(self._by_node.get(entry.node_id, {}).values())
-            allocated = Resources()
+            allocated = self._held.get(entry.node_id, _NOTHING)
             running = []
             for a in held:
-                allocated = allocated + a.resources
                 if a.preempted_by is not None:
                     evicting.add(a.preempted_by)
                 seen = a.seen_as
