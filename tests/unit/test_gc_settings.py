@@ -29,7 +29,7 @@ def test_the_young_threshold_is_raised_and_the_older_ones_kept(thresholds):
         apply_gc_threshold(-1)
 
 
-def test_the_server_applies_its_default_and_refuses_a_negative_threshold():
+def test_the_server_defaults_to_a_raised_threshold_and_refuses_a_negative_one():
     assert CoordinatorSettings(db_url="sqlite://", data_dir=".").gc_threshold == DEFAULT_GC_THRESHOLD > 700
     out = CliRunner().invoke(cli, ["server", "--gc-threshold", "-5"])
     assert out.exit_code == 2 and "--gc-threshold" in out.output and "Traceback" not in out.output
