@@ -76,13 +76,21 @@ def node_variables(node: NodeView) -> dict[str, Any]:
             "slots": cap.slots}
 
 
+_READ: dict[str, tuple[tuple[str, str], ...] | None] = {}  # rule text -> rule_fields(), as compile_rule keeps programs
+
+
 def rule_fields(rule: Rule) -> tuple[tuple[str, str], ...] | None:
     """The (job|task, field) pairs a rule reads; None when it uses `job` or `task` whole (then its
-    answer is shared only by tasks of the same policy class)."""
+    answer is shared only by tasks of the same policy class). Worked out once per rule text: the
+    scheduler asks on hot paths."""
     text = rule.source
-    if _BARE.search(text):
-        return None
-    return tuple(sorted(set(_FIELD.findall(text))))
+    found = _READ.get(text, False)
+    if found is not False:
+        return found  # type: ignore[return-value]
+    found = None if _BARE.search(text) else tuple(sorted(set(_FIELD.findall(text))))
+    if len(_READ) < 10_000:
+        _READ[text] = found
+    return found
 
 
 _SCALARS = frozenset((str, int, float, bool, type(None)))
@@ -167,7 +175,6 @@ class PolicyFilter:
         self._nodes: dict[Hashable, dict[str, Any]] = {}  # node key -> the `node` map (one object per key)
         self._classes: dict[Hashable, list[tuple[_Prepared, Hashable]]] = {}
         self._answers: dict[Hashable, Any] = {}  # when / allow / pair answers, by their full keys
-        self._read_fields: dict[str, tuple[tuple[str, str], ...] | None] = {}  # rule text -> rule_fields()
         self._class_ids: dict[Hashable, int] = {}  # policy_class(): key -> its id
         self._tokens: dict[Hashable, int] = {}  # (policy, what its allow reads of job and task) -> its token
         # id(attrs) -> (attrs, identity, the fields then, its class): the runtime hands the same
@@ -267,7 +274,7 @@ class PolicyFilter:
                 labels = {**(attrs.job.get("labels") or {}), **(attrs.task.get("labels") or {})}
                 bits.append(all(labels.get(k) == v for k, v in what))
             else:  # keyed by the values of the fields it reads: a few evaluations for all tasks
-                fields = self._rule_fields(what)
+                fields = rule_fields(what)
                 key = ("owner-when", what.source, _key(fields, None, attrs)) if fields is not None else None
                 holds = self._answers.get(key) if key is not None else None
                 if holds is None:
@@ -504,7 +511,7 @@ class PolicyFilter:
                 return self._refusal(finding, node), ()
         if requires is not None:
             # Keyed by what it reads: a `requires` over the node alone is one answer per node.
-            fields = self._rule_fields(requires)
+            fields = rule_fields(requires)
             key = ("requires", requires.source, _key(fields, task, attrs),  # type: ignore[arg-type]
                    self._node_part(cache, requires, nodekey, node) if "node" in requires.variables else None,
                    self._tkey(requires, now))
@@ -557,7 +564,7 @@ class PolicyFilter:
             task_part = (job.get("domain") or own.get("domain"),
                          _freeze((job.get("labels"), own.get("labels"))) if owner.require_labels else None,
                          own.get("cpu") if owner.max_cpu_share is not None else None,
-                         _key(self._rule_fields(when), task, attrs) if when is not None else None)
+                         _key(rule_fields(when), task, attrs) if when is not None else None)
         key = ("owner", owner.digest, owner.version, task_part,
                (node.capacity.cpu_millis, node.domain) if owner.max_cpu_share is not None else None,
                self._node_part(cache, when, nodekey, node) if when is not None and "node" in when.variables else None,
@@ -567,13 +574,6 @@ class PolicyFilter:
             found = self._answers[key] = owner.decide(job, own, self._node_map(nodekey, node), cache.cycle.now,
                                                       ev=self._owner_ev)
         return found  # type: ignore[no-any-return]
-
-    def _rule_fields(self, rule: Rule) -> tuple[tuple[str, str], ...] | None:
-        """`rule_fields(rule)`, worked out once per rule text."""
-        fields = self._read_fields.get(rule.source, False)
-        if fields is False:
-            fields = self._read_fields[rule.source] = rule_fields(rule)
-        return fields  # type: ignore[return-value]
 
     def decision(self, task: TaskRequest, node_id: str) -> tuple[Finding, ...]:
         """The findings that let `task` onto `node_id` in the last pass (allows and dry-run denies)."""
@@ -747,7 +747,6 @@ class OwnerRankScorer:
     def __init__(self) -> None:
         self._ev = Evaluator()
         self._memo: dict[Hashable, float] = {}
-        self._fields: dict[str, tuple[tuple[str, str], ...] | None] = {}  # rank text -> rule_fields()
         self._nodes: dict[str, tuple[Hashable, dict[str, Any]]] = {}  # node id -> (its key, its map)
 
     def score(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> float:
@@ -756,10 +755,8 @@ class OwnerRankScorer:
         if owner is None or owner.rank is None or attrs is None:
             return 50.0
         rank = owner.rank
-        fields = self._fields.get(rank.source, False)
-        if fields is False:
-            fields = self._fields[rank.source] = rule_fields(rank)
-        task_part = _key(fields, None, attrs) if fields is not None else ("task", task.task_id)  # type: ignore[arg-type]
+        fields = rule_fields(rank)
+        task_part = _key(fields, None, attrs) if fields is not None else ("task", task.task_id)
         nodekey, node_map = _held_node(self._nodes, node)
         node_part: Hashable = None
         if "node" in rank.variables:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from polyfabric.store.engine import json_dumps, json_loads
+from polyfabric.store.engine import json_dumps
 from polyfabric.store.repositories.bulk import insert_many
 from polyfabric.store.tables import policy_decisions, policy_finding_sets, policy_versions
 
@@ -56,29 +56,30 @@ class SqlPolicyRepository:
         one `findings` list (it is encoded once)."""
         if not rows:
             return
-        texts: dict[int, tuple[str, str]] = {}  # id(findings) -> (digest, JSON text)
+        digests: dict[int, str] = {}  # id(findings) -> the digest of its JSON text
+        sets: dict[str, Any] = {}  # digest -> findings
         for row in rows:
             findings = row["findings"]
-            if id(findings) not in texts:
-                text = json_dumps(findings)
-                texts[id(findings)] = (hashlib.sha256(text.encode()).hexdigest(), text)
-        ids = self._finding_sets(dict(texts.values()))
+            if id(findings) not in digests:
+                digest = digests[id(findings)] = hashlib.sha256(json_dumps(findings).encode()).hexdigest()
+                sets[digest] = findings
+        ids = self._finding_sets(sets)
         insert_many(self._conn, policy_decisions, [
             {"job_id": r["job_id"], "task_id": r["task_id"], "attempt": r["attempt"], "node_id": r["node_id"],
-             "kind": r["kind"], "allowed": r["allowed"], "findings_set": ids[texts[id(r["findings"])][0]],
+             "kind": r["kind"], "allowed": r["allowed"], "findings_set": ids[digests[id(r["findings"])]],
              "at": r["at"]} for r in rows])
 
-    def _finding_sets(self, texts: dict[str, str]) -> dict[str, int]:
-        """The id of each set (digest -> JSON text), added where it is new. Safe with concurrent
+    def _finding_sets(self, sets: dict[str, Any]) -> dict[str, int]:
+        """The id of each set (digest -> findings), added where it is new. Safe with concurrent
         writers: an insert that meets the same digest does nothing, and the lookup after it sees
         the other writer's row once that commits."""
-        found = self._set_ids(list(texts))
-        missing = [d for d in texts if d not in found]
+        found = self._set_ids(list(sets))
+        missing = [d for d in sets if d not in found]
         if missing:
             dialect = postgresql if self._conn.dialect.name == "postgresql" else sqlite
             self._conn.execute(
                 dialect.insert(policy_finding_sets).on_conflict_do_nothing(index_elements=["digest"]),
-                [{"digest": d, "findings": json_loads(texts[d])} for d in missing])
+                [{"digest": d, "findings": sets[d]} for d in missing])
             found.update(self._set_ids(missing))
         return found
 
