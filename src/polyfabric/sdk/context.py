@@ -19,6 +19,7 @@ warm workers and in any Python a command task starts.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -120,7 +121,9 @@ class TaskContext:
                 conn.connect(self.socket_path)
                 header = {"op": "checkpoint", "token": self.token, "format": fmt, "size": len(data)}
                 conn.sendall(json.dumps(header).encode() + b"\n")
-                conn.sendall(data)
+                # The agent may refuse after the header and close: then its answer says why.
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    conn.sendall(data)
                 with conn.makefile("rb") as reader:
                     line = reader.readline()
         except OSError as exc:

@@ -321,3 +321,16 @@ def test_handing_back_without_a_grace_stops_at_once_without_asking(runner, make_
     final = view.wait_final(lease["task_id"], timeout=10)
     assert final["type"] == "rejected" and final["reason"] == NO_LONGER
     assert not (workspace / ".polyfabric-stop").exists()
+
+
+def test_a_refused_large_checkpoint_still_says_why(runner, tmp_path, monkeypatch):
+    """The agent answers an unknown token after reading the header and closes: a checkpoint larger
+    than the socket's buffer then fails to send, and the task must still get the agent's reason
+    (not "broken pipe"): the race the small test above hits now and then, made certain."""
+    monkeypatch.setenv("POLYFABRIC_TASK_ID", "t-1")
+    monkeypatch.setenv("POLYFABRIC_AGENT_SOCKET", runner.checkpoints.socket_path)
+    monkeypatch.setenv("POLYFABRIC_CHECKPOINT_TOKEN", "not-a-token")
+    monkeypatch.delenv("POLYFABRIC_CHECKPOINT_DIR", raising=False)
+    with pytest.raises(CheckpointError) as caught:
+        task_context().checkpoint({"blob": "x" * 8_000_000})
+    assert "unknown token" in str(caught.value), str(caught.value)
