@@ -1015,6 +1015,29 @@ def test_a_commit_plans_the_pass_it_asks_for_only_once_the_last_pass_has_had_its
     assert [lease["key"] for lease in agent.poll()[0]] == ["c"]
 
 
+def test_only_an_offer_left_unanswered_past_the_bound_counts_as_a_decline(world: World) -> None:
+    """The runtime keeps the offers not yet answered apart (a pass looks only at those, not at
+    every attempt held): one started in time runs on; the other, unanswered after 30 s, is a
+    decline and its task waits for another node, parked (the only node declined it)."""
+    agent = world.join("only", slots=2)
+    job = world.submit({"name": "two", "tasks": {"x": fn(), "y": fn()}})
+    world.runtime.offer_timeout_s = 30.0
+    assert world.runtime.schedule_once() == 2
+    leases, _ = agent.poll()
+    started, unanswered = sorted(leases, key=lambda lease: lease["key"])
+    agent.start([started])
+    world.clock.advance(29.0)
+    world.runtime.schedule_once()
+    assert world.statuses(job) == {"x": "running", "y": "leased"}
+    world.clock.advance(2.0)
+    world.runtime.schedule_once()  # the offer of y expires; y is planned and finds no node
+    assert world.statuses(job) == {"x": "running", "y": "ready"}
+    [declined] = world.task(job, "y")["attempts"]
+    assert declined["status"] == "declined" and "not answered within 30s" in declined["error"]
+    assert (unanswered["key"], world.runtime.stats()["unschedulable"]) == ("y", 1)
+    assert "declined by 1 node(s)" in world.runtime.pending_reasons[unanswered["task_id"]]
+
+
 def test_what_each_node_holds_is_kept_exact_through_placements_failures_retries_and_losses(world: World) -> None:
     """The runtime keeps each node's held resources as attempts come and go (the scheduler's view
     reads them instead of adding up every attempt each pass): at every step of a random workload

@@ -48,6 +48,9 @@ class LivenessTable:
         self._nodes: dict[str, NodeLiveness] = {}
         self._dirty: set[str] = set()
         self._coords_dirty: set[str] = set()
+        # Bumped whenever a node is added or its state or revocation changes: what the scheduler
+        # compares to know whether a task no node could take may find one now (runtime.py).
+        self.version = 0
 
     def get(self, node_id: str) -> NodeLiveness | None:
         return self._nodes.get(node_id)
@@ -55,11 +58,14 @@ class LivenessTable:
     def put(self, entry: NodeLiveness) -> None:
         with self._lock:
             self._nodes[entry.node_id] = entry
+            self.version += 1
 
     def set_state(self, node_id: str, state: NodeState, *, revoked: bool | None = None) -> None:
         with self._lock:
             entry = self._nodes.get(node_id)
             if entry is not None:
+                if entry.state != state or (revoked is not None and entry.revoked != revoked):
+                    self.version += 1
                 entry.state = state
                 if revoked is not None:
                     entry.revoked = revoked

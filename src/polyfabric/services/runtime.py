@@ -39,6 +39,7 @@ from polyfabric.observability import metrics as obs
 from polyfabric.scheduling.fairshare import FairShare
 from polyfabric.scheduling.fairshare import order as fair_share_order
 from polyfabric.scheduling.filters.policy import OwnerRankScorer, PolicyFilter
+from polyfabric.scheduling.framework import Status
 from polyfabric.scheduling.pipeline import schedule
 from polyfabric.scheduling.registry import default_profile, with_owner_rank, with_policies, with_topology
 from polyfabric.scheduling.view import ClusterView, ConcurrencyLimits, NodeView, RunningTask, TaskRequest
@@ -217,6 +218,17 @@ class JobRuntime:
         self._limits = ConcurrencyLimits()
         self._node_cache: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]] = {}
         self._node_cache_at = -1e18
+        self._node_generation = 0  # bumped when a re-read of the nodes finds them changed
+        # Tasks the last pass found that no node may take as things stand (every node ruled out
+        # for good: NEVER verdicts, no busy node), like Kubernetes' unschedulable queue or Nomad's
+        # blocked evaluations: not planned again until what such a verdict rests on changes
+        # (`_world`: the nodes, their states, the policies and limits, the minute), instead of
+        # being explained anew on every pass. task id -> the queued entry (re-queued: a new one).
+        self._parked: dict[str, QueuedTask] = {}
+        self._parked_world: tuple[Any, ...] | None = None
+        # Leases offered and not yet answered (started or declined): what `_expire_offers` looks
+        # at, instead of every attempt held (10,000 running tasks: a scan per pass for nothing).
+        self._offers: dict[str, Assignment] = {}
         self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
         self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # id(findings) -> (them, rows)
         self._finding_row: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(finding) -> (it, its row)
@@ -558,6 +570,8 @@ class JobRuntime:
 
     def _drop(self, task_id: str) -> None:
         self._queue.pop(task_id, None)
+        self._parked.pop(task_id, None)
+        self._offers.pop(task_id, None)
         self.pending_reasons.pop(task_id, None)
         assignment = self._assignments.pop(task_id, None)
         if assignment is not None:  # off its node: what the node holds, when it last gave one up
@@ -781,6 +795,9 @@ class JobRuntime:
             self._assignments.clear()
             self._by_node.clear()
             self._held.clear()
+            self._offers.clear()
+            self._parked.clear()
+            self._parked_world = None
             self._pending = _Pending()
             self._failed_upto = max(self._failed_upto, self._ticket)
             self._recent_done.clear()
@@ -887,6 +904,8 @@ class JobRuntime:
             for node_id, doc in advertised.items():  # what each node's owner accepts (issue 6)
                 if node_id in cache:
                     cache[node_id] = (*cache[node_id][:4], self._owner_policy(doc))
+            if cache != self._node_cache:
+                self._node_generation += 1
             self._node_cache = cache
             self._node_cache_at = now
         return self._node_cache
@@ -971,9 +990,32 @@ class JobRuntime:
         ended, took = self._last_pass
         return time.perf_counter() - ended >= took
 
+    def _world(self, now: float) -> tuple[Any, ...]:
+        """What a NEVER verdict rests on: the nodes as declared, their states, the policies and
+        limits (held, compared by identity first), the minute (rules that read the clock). A
+        parked task is planned again once this differs from when it was parked."""
+        self._nodes(now)
+        return (self._node_generation, self._ctx.liveness.version, self._profile, self._limits, int(now // 60))
+
+    def _all_parked(self) -> bool:
+        """Is every queued task parked (the pass has nothing to plan)? Drops stale entries."""
+        parked, queue = self._parked, self._queue
+        if len(parked) < len(queue):
+            return False
+        for task_id in [t for t, q in parked.items() if queue.get(t) is not q]:
+            del parked[task_id]
+        return len(parked) >= len(queue)
+
     def _plan_pass(self, now: float) -> tuple[int, dict[str, Any] | None]:
         if not self._queue:
             return 0, None
+        world = self._world(now)
+        if world != self._parked_world:
+            self._parked.clear()
+            self._parked_world = world
+        elif self._parked and self._all_parked():
+            return 0, None
+        parked = self._parked
         pass_started = time.perf_counter()
         view, free_slots, evicting = self._view(now)
         wanted = max(free_slots * 2, 64)
@@ -986,6 +1028,9 @@ class JobRuntime:
             if queued is None or entry[2] in seen or (-entry[0], entry[1]) != (queued.priority, queued.queue_seq):
                 continue  # stale heap entry
             seen.add(entry[2])
+            if parked.get(entry[2]) is queued:
+                later.append(entry)
+                continue
             job = self._jobs.get(queued.job_id)
             # A task whose victims are still stopping waits for them: planning it again would
             # evict more victims for it on every pass until the first ones report.
@@ -1021,11 +1066,15 @@ class JobRuntime:
         # The owners' preferences over jobs (advertised ranks) only where some owner states one.
         if any(n.owner is not None and n.owner.rank is not None for n in view.nodes):
             profile = with_owner_rank(profile, self._owner_rank)
-        plan = schedule(view, requests, profile, self._rng)
+        plan = schedule(view, requests, profile, self._rng, now=now)  # rules over `now` read the clock
         obs.SCHEDULING_PASS_SECONDS.observe(time.perf_counter() - pass_started)
         obs.SCHEDULING_PLACEMENTS.inc(len(plan.placements))
         for unplaced in plan.unplaced:
             self.pending_reasons[unplaced.task_id] = self._explain(unplaced, len(view.nodes))
+            if unplaced.status is Status.NEVER:
+                queued = self._queue.get(unplaced.task_id)
+                if queued is not None:
+                    parked[unplaced.task_id] = queued
         by_task = {r.task_id: r for r in requests}
         if not plan.placements and not plan.preemptions:
             return 0, None
@@ -1053,6 +1102,7 @@ class JobRuntime:
                              "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
             self.pending_reasons.pop(queued.task_id, None)
             assignment.offered_at = now
+            self._offers[assignment.task_id] = assignment
             self._record_placement(policy_filter, by_task[queued.task_id], row["id"], queued.attempt,
                                    placement.node_id, job, now, audit)
             touched[job.id] = job
@@ -1198,6 +1248,7 @@ class JobRuntime:
             if a.status == S.RUNNING.value:
                 return ""
             a.status = S.RUNNING.value
+            self._offers.pop(task_id, None)
             row.update(status=S.RUNNING.value, started_at=at)
             job.dirty.add(a.key)
             job.events.append({"job_id": job.id, "task_id": task_id, "key": a.key, "status": S.RUNNING.value,
@@ -1428,9 +1479,13 @@ class JobRuntime:
         as a decline: the task goes back to the queue without that node."""
         bound = self.offer_timeout_s
         with self._lock:
-            stale = [a for a in self._assignments.values()
-                     if a.status == S.LEASED.value and a.committed and a.offered_at and a.cancel_reason is None
-                     and now - a.offered_at > bound]
+            stale = []
+            offers, current = self._offers, self._assignments
+            for task_id, a in list(offers.items()):
+                if a.status != S.LEASED.value or current.get(task_id) is not a:
+                    del offers[task_id]  # answered or gone (a safety net: `_drop` and "started" pop it)
+                elif a.committed and a.cancel_reason is None and now - a.offered_at > bound:
+                    stale.append(a)
             if not stale:
                 return
             touched: dict[str, ActiveJob] = {}
@@ -1584,11 +1639,14 @@ class JobRuntime:
             self._collecting.discard(job_id)
 
     def stats(self) -> dict[str, Any]:
-        """Sizes of the live state, for metrics: ready tasks queued, attempts held by nodes
+        """Sizes of the live state, for metrics: ready tasks queued (and of them those no node
+        may take as things stand: parked until something changes), attempts held by nodes
         (leased or running), active jobs, and attempts per node."""
         with self._lock:
             running = sum(1 for a in self._assignments.values() if a.status == S.RUNNING.value)
-            return {"queued": len(self._queue), "assigned": len(self._assignments), "running": running,
+            parked = sum(1 for t, q in self._parked.items() if self._queue.get(t) is q)
+            return {"queued": len(self._queue), "unschedulable": parked,
+                    "assigned": len(self._assignments), "running": running,
                     "jobs": len(self._jobs), "by_node": {n: len(held) for n, held in self._by_node.items() if held}}
 
     def attempts_on(self, node_id: str) -> int:

@@ -64,6 +64,9 @@ def _snapshot(services: Services) -> dict[str, Any]:
     return {
         "scalars": {
             "polyfabric_queue_depth": ("Ready tasks waiting for a node (the leader's queue).", stats["queued"]),
+            "polyfabric_queue_unschedulable": ("Queued tasks no node may take as things stand (policies, labels, "
+                                               "node states): planned again when those change.",
+                                               stats["unschedulable"]),
             "polyfabric_attempts_assigned": ("Attempts leased or running on nodes.", stats["assigned"]),
             "polyfabric_attempts_running": ("Attempts reported running.", stats["running"]),
             "polyfabric_jobs_active": ("Jobs not finished, held in memory by the leader.", stats["jobs"]),
