@@ -130,6 +130,124 @@ def test_the_finding_sets_migration_goes_back_without_losing_a_decisions_finding
         assert uow.policies.decisions(job_id="j-down")[0]["findings"] == findings
 
 
+def _job_with_tasks(uow: Any, job_id: str, task_ids: list[str], seq: int) -> None:
+    """A job and its task rows, as the runtime writes them (what attempts hang on)."""
+    import sqlalchemy as sa
+
+    from polyfabric.store.tables import domains
+
+    conn = uow._conn
+    if conn.execute(sa.select(domains.c.name).where(domains.c.name == "d1")).first() is None:
+        conn.execute(domains.insert().values(name="d1", description="", created_at=NOW, created_by="test"))
+    uow.jobs.add_job({"id": job_id, "seq": seq, "name": job_id, "domain": "d1",
+                      "status": "running", "priority": 0, "document": {}, "params": {}, "flags": {},
+                      "submitted_by": "test", "submitted_at": NOW})
+    uow.jobs.insert_tasks([{"id": t, "job_id": job_id, "key": t, "task": t, "item_index": None, "is_group": False,
+                            "item": None, "status": "leased", "attempt": 1, "failures": 0, "preemptions": 0,
+                            "not_before": None, "priority": 0, "queue_seq": i, "payload": None, "node_id": None,
+                            "result": None, "error": None, "exit_code": None, "started_at": None,
+                            "finished_at": None} for i, t in enumerate(task_ids)])
+
+
+def _attempt(task_id: str, attempt: int, node_id: str, at: float, findings: Any) -> dict[str, Any]:
+    return {"task_id": task_id, "attempt": attempt, "node_id": node_id, "status": "leased", "leased_at": at,
+            "started_at": None, "finished_at": None, "exit_code": None, "error": None, "preempted_by": None,
+            "findings_set": findings}
+
+
+def test_a_placements_findings_live_on_its_attempt_and_read_with_the_jobs_other_decisions(store: SqlStore):
+    """Since revision 0015 a placement names its findings on the attempt row (no decision row per
+    placement): the job's decisions read them back with its admission and the offers declined, in
+    time order, equal lists sharing one set with the decisions'."""
+    import sqlalchemy as sa
+
+    from polyfabric.store.tables import policy_decisions, policy_finding_sets
+
+    allow = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
+    dry = [*allow, {"scope": "domain:d1", "policy": "dry", "version": 1, "allowed": False, "dry_run": True,
+                    "reason": "would deny"}]
+    with store.unit_of_work() as uow:
+        _job_with_tasks(uow, "j-a", ["t-a1", "t-a2", "t-a3"], seq=1)
+        uow.policies.add_decisions([_decision("j-a", allow, kind="admission")])  # at NOW
+        rows = [_attempt("t-a1", 1, "n-1", NOW + 1, allow), _attempt("t-a2", 1, "n-2", NOW + 1, [dict(allow[0])]),
+                _attempt("t-a3", 1, "n-1", NOW + 1, None)]  # no policy applied to t-a3's placement
+        ids = uow.policies.finding_set_ids([r["findings_set"] for r in rows if r["findings_set"]])
+        uow.jobs.add_attempts(rows, ids)
+        uow.commit()
+    with store.unit_of_work() as uow:  # t-a1 declined by n-1, placed again on n-2 with other findings
+        declined = [{"scope": "node", "policy": "owner", "version": 2, "allowed": False, "reason": "busy"}]
+        uow.policies.add_decisions([{**_decision("j-a", declined, kind="offer", task_id="t-a1", attempt=1,
+                                                 node_id="n-1"), "allowed": False, "at": NOW + 2}])
+        uow.jobs.add_attempts([_attempt("t-a1", 2, "n-2", NOW + 3, dry)],
+                              uow.policies.finding_set_ids([dry]))
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        every = uow.policies.decisions(job_id="j-a")
+        only = uow.policies.decisions(job_id="j-a", task_id="t-a1")
+        first_two = uow.policies.decisions(job_id="j-a", limit=2)
+        sets = uow._conn.execute(sa.select(sa.func.count()).select_from(policy_finding_sets)).scalar()
+        rows_here = uow._conn.execute(sa.select(sa.func.count()).select_from(policy_decisions)).scalar()
+    assert [(r["kind"], r["task_id"], r["attempt"], r["node_id"], r["allowed"], r["findings"]) for r in every] == [
+        ("admission", None, None, None, True, allow),
+        ("placement", "t-a1", 1, "n-1", True, allow),
+        ("placement", "t-a2", 1, "n-2", True, allow),
+        ("offer", "t-a1", 1, "n-1", False, declined),
+        ("placement", "t-a1", 2, "n-2", True, dry),
+    ]
+    assert [(r["kind"], r["attempt"]) for r in only] == [("placement", 1), ("offer", 1), ("placement", 2)]
+    assert [r["kind"] for r in first_two] == ["admission", "placement"]
+    assert (sets, rows_here) == (3, 2)  # allow, dry, declined; only the admission and the offer are rows
+
+
+def test_the_placement_findings_migration_goes_back_to_a_decision_row_per_placement(store: SqlStore):
+    """Downgrading 0015 writes each attempt's findings as the placement decision 0014 kept."""
+    from alembic import command
+
+    findings = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
+    with store.unit_of_work() as uow:
+        _job_with_tasks(uow, "j-back", ["t-b1", "t-b2"], seq=2)
+        rows = [_attempt("t-b1", 1, "n-1", NOW + 5, findings), _attempt("t-b2", 1, "n-1", NOW + 6, None)]
+        uow.jobs.add_attempts(rows, uow.policies.finding_set_ids([findings]))
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        before = uow.policies.decisions(job_id="j-back")
+    config = migrate._config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0014")
+    try:
+        with store.engine.connect() as conn:
+            kept = conn.exec_driver_sql("SELECT task_id, attempt, node_id, kind, at FROM policy_decisions "
+                                        "WHERE job_id = 'j-back'").fetchall()
+        assert [tuple(r) for r in kept] == [("t-b1", 1, "n-1", "placement", NOW + 5)]
+    finally:
+        migrate.upgrade(store.engine)
+    with store.unit_of_work(readonly=True) as uow:  # read from the decision row now, the same
+        after = uow.policies.decisions(job_id="j-back")
+    assert [(r["task_id"], r["findings"]) for r in after] == [(r["task_id"], r["findings"]) for r in before] \
+        == [("t-b1", findings)]
+
+
+def test_collecting_a_job_removes_its_decisions_with_its_attempts(store: SqlStore):
+    """A job collected whole (gc) leaves no decision behind: its admission and declined offers
+    (rows by job id) and its placements (on the attempts) all go; another job's stay."""
+    findings = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
+    with store.unit_of_work() as uow:
+        for seq, job_id in enumerate(("j-gone", "j-kept"), start=10):
+            _job_with_tasks(uow, job_id, [f"t-{job_id}"], seq=seq)
+            uow.policies.add_decisions([_decision(job_id, findings, kind="admission")])
+            uow.jobs.add_attempts([_attempt(f"t-{job_id}", 1, "n-1", NOW + 1, findings)],
+                                  uow.policies.finding_set_ids([findings]))
+        uow.commit()
+    with store.unit_of_work() as uow:
+        uow.retention.delete_tasks(["t-j-gone"])
+        uow.retention.delete_job("j-gone")
+        uow.commit()
+    with store.unit_of_work(readonly=True) as uow:
+        assert uow.policies.decisions(job_id="j-gone") == []
+        assert [r["kind"] for r in uow.policies.decisions(job_id="j-kept")] == ["admission", "placement"]
+
+
 # -- round trips -------------------------------------------------------------------------------
 
 

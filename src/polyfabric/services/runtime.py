@@ -230,7 +230,8 @@ class JobRuntime:
         # at, instead of every attempt held (10,000 running tasks: a scan per pass for nothing).
         self._offers: dict[str, Assignment] = {}
         self._owner_docs: dict[str, OwnerPolicy | None] = {}  # advertised owner policies, parsed
-        self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]]]] = {}  # id(findings) -> (them, rows)
+        # id(findings) -> (them, their rows, the dry-run denies among them)
+        self._findings_rows: dict[int, tuple[Any, list[dict[str, Any]], list[Any]]] = {}
         self._finding_row: dict[int, tuple[Any, dict[str, Any]]] = {}  # id(finding) -> (it, its row)
         self.pending_reasons: dict[str, str] = {}
         # (task id, attempt) -> node, for attempts that ended here recently: a repeated report of
@@ -720,7 +721,9 @@ class JobRuntime:
             for job_id, fields in work["job_updates"]:
                 uow.jobs.update_job(job_id, **fields)
             uow.jobs.add_events(work["events"])
-            uow.jobs.add_attempts(work["attempts_new"])
+            new_attempts = work["attempts_new"]
+            allowed_by = [r["findings_set"] for r in new_attempts if r.get("findings_set")]
+            uow.jobs.add_attempts(new_attempts, uow.policies.finding_set_ids(allowed_by) if allowed_by else None)
             uow.jobs.update_attempts(work["attempts_update"])
             uow.jobs.add_logs(work["logs"])
             if work.get("policy_decisions"):
@@ -1099,12 +1102,12 @@ class JobRuntime:
                                "node_id": placement.node_id, "at": now})
             attempts.append({"task_id": row["id"], "attempt": queued.attempt, "node_id": placement.node_id,
                              "status": S.LEASED.value, "leased_at": now, "started_at": None,
-                             "finished_at": None, "exit_code": None, "error": None, "preempted_by": None})
+                             "finished_at": None, "exit_code": None, "error": None, "preempted_by": None,
+                             "findings_set": self._allowed_by(policy_filter, by_task[queued.task_id], row["id"],
+                                                              queued.attempt, placement.node_id, job, audit)})
             self.pending_reasons.pop(queued.task_id, None)
             assignment.offered_at = now
             self._offers[assignment.task_id] = assignment
-            self._record_placement(policy_filter, by_task[queued.task_id], row["id"], queued.attempt,
-                                   placement.node_id, job, now, audit)
             touched[job.id] = job
             placed_nodes.add(placement.node_id)
         for preemption in plan.preemptions:
@@ -1421,15 +1424,16 @@ class JobRuntime:
             text = f"{text}; declined by {len(declined)} node(s): {shown}{more}"
         return f"{nodes} nodes evaluated: {text}" if nodes else text
 
-    def _record_placement(self, policy_filter: Any, request: TaskRequest, task_id: str, attempt: int, node_id: str,
-                          job: ActiveJob, now: float, audit: list[AuditEntry]) -> None:
+    def _allowed_by(self, policy_filter: Any, request: TaskRequest, task_id: str, attempt: int, node_id: str,
+                    job: ActiveJob, audit: list[AuditEntry]) -> list[dict[str, Any]] | None:
         """Which policy versions allowed this placement (and what a dry-run policy would have
-        denied), as the pass's `policy` filter decided it."""
+        denied), as the pass's `policy` filter decided it: the findings the attempt row names
+        (None: no policy applies), and an audit record of what dry-run policies would deny."""
         if not self._policies:
-            return
+            return None
         findings = policy_filter.decision(request, node_id) if policy_filter is not None else ()
         if not findings:
-            return
+            return None
         # Tasks of a class placed on like nodes share one findings tuple (the filter's cache): one
         # list of dicts for all of them (rows are written as they are, never changed in memory).
         # Tuples differ per (class, node), their findings much less (one per allow and what it
@@ -1438,15 +1442,15 @@ class JobRuntime:
         if hit is None or hit[0] is not findings:
             if len(self._findings_rows) > 10_000:
                 self._findings_rows.clear()
-            hit = self._findings_rows[id(findings)] = (findings, [self._finding_dict(f) for f in findings])
-        self._pending.decisions.append({"job_id": job.id, "task_id": task_id, "attempt": attempt, "node_id": node_id,
-                                        "kind": "placement", "allowed": True, "findings": hit[1], "at": now})
-        would = [f for f in findings if not f.allowed]
+            hit = self._findings_rows[id(findings)] = (findings, [self._finding_dict(f) for f in findings],
+                                                      [f for f in findings if not f.allowed])
+        would = hit[2]
         if would:
             audit.append(AuditEntry(actor="system:policy", action="policy.dry_run", subject=f"task:{task_id}",
                                     domain=job.domain, cause="; ".join(f.describe() for f in would),
                                     details={"kind": "placement", "node": node_id, "attempt": attempt,
                                              "would_deny": [f.to_dict() for f in would]}))
+        return hit[1]
 
     def _finding_dict(self, finding: Any) -> dict[str, Any]:
         hit = self._finding_row.get(id(finding))

@@ -232,6 +232,10 @@ task_attempts = sa.Table(
     sa.Column("exit_code", sa.Integer, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("preempted_by", sa.String(32), nullable=True),
+    # Which policy versions allowed this placement (allows, and what a dry-run policy would have
+    # denied): a set of findings shared by every placement alike (policy_finding_sets; issue 6).
+    # Null where no policy applied. Placements before revision 0015 have a policy_decisions row.
+    sa.Column("findings_set", sa.Integer, sa.ForeignKey("policy_finding_sets.id"), nullable=True),
 )
 
 task_logs = sa.Table(

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from polyfabric.store.tables import job_events, job_retention, jobs, task_attempts, task_logs, tasks
+from polyfabric.store.tables import job_events, job_retention, jobs, policy_decisions, task_attempts, task_logs, tasks
 
 __all__ = ["SqlRetentionRepository"]
 
@@ -66,6 +66,9 @@ class SqlRetentionRepository:
             self._conn.execute(tasks.delete().where(tasks.c.id.in_(chunk)))
 
     def delete_job(self, job_id: str) -> None:
+        """The job's row and what hangs on it by job id: events, retention mark, policy decisions
+        (its admission and the offers declined; placements went with their attempts)."""
+        self._conn.execute(policy_decisions.delete().where(policy_decisions.c.job_id == job_id))
         self._conn.execute(job_events.delete().where(job_events.c.job_id == job_id))
         self._conn.execute(job_retention.delete().where(job_retention.c.job_id == job_id))
         self._conn.execute(jobs.delete().where(jobs.c.id == job_id))

@@ -152,7 +152,13 @@ class SqlJobRepository:
 
     # -- attempts ---------------------------------------------------------------------------
 
-    def add_attempts(self, rows: list[dict[str, Any]]) -> None:
+    def add_attempts(self, rows: list[dict[str, Any]], findings_sets: dict[int, int] | None = None) -> None:
+        """New attempts. A row's `findings_set` may be the findings list itself (what allowed the
+        placement), stored as the id `findings_sets` maps it to (by `id()`: the policy
+        repository's `finding_set_ids`)."""
+        if findings_sets:
+            rows = [{**r, "findings_set": findings_sets[id(r["findings_set"])]} if r.get("findings_set") else r
+                    for r in rows]
         insert_many(self._conn, task_attempts, rows, skip_existing=True)
 
     def update_attempts(self, rows: list[dict[str, Any]]) -> None:
