@@ -62,6 +62,9 @@ EXPLAIN_SHORTCUTS = True
 """Explanations reuse a class's CLASS/CYCLE answers per node version, and a task-level one works
 out its preemption candidates only when preemption searches them (False: ask everything at once,
 as before; for the test that plans are the same either way)."""
+REMEMBER_TASK_REFUSALS = True
+"""A class remembers, per policy class, the nodes monotone TASK filters refused (False: ask them
+every time, as before; for the test that plans are the same either way)."""
 _UNCHOSEN = "passed every filter but was not chosen"
 
 Check = Callable[[TaskRequest, NodeView, CycleState], Verdict]
@@ -126,6 +129,7 @@ class _Class:
         "open",
         "pool",
         "pos",
+        "refused_for",
         "rep",
         "score",
         "seen",
@@ -164,6 +168,9 @@ class _Class:
         self.counts: dict[str, int] = {}
         self.open: dict[int, NodeView] = {}
         self.busy: set[int] = set()
+        # (policy class, domain) -> nodes the TASK filters refused for tasks of the class that
+        # read alike and exclude no node (`_Pass.memo_refusals`): asked again, they would refuse.
+        self.refused_for: dict[Hashable, set[str]] = {}
 
 
 class _Explained:
@@ -227,6 +234,7 @@ class _Pass:
         self.n_cycle_checks = 0
         self.n_explained = 0
         self.n_preemption_searches = 0
+        self.n_remembered = 0
 
     def _sort_plugins(self, profile: Profile) -> None:
         """Plugins by scope, the class and group keys from the fields they read, their hints."""
@@ -243,6 +251,13 @@ class _Pass:
         # out for good, so only they are asked whether one does (`_never`).
         self.never_filters: list[Check] = [f.check for f in by_scope[Scope.TASK]
                                            if getattr(f, "says_never", True)]
+        # A refusal by TASK filters that all say `monotone = True` holds for the rest of the pass
+        # for every task that reads alike (placements only add to what they count): a class
+        # remembers the nodes refused per policy class, for tasks that exclude no node, and does
+        # not ask again (most tasks meet their class's best candidate refused, by a CPU share or
+        # an owner, and would ask the same refusals again and again).
+        self.memo_refusals = REMEMBER_TASK_REFUSALS and bool(self.task_filters) and all(
+            getattr(f, "monotone", False) for f in by_scope[Scope.TASK])
         total_weight = sum(w.weight for w in profile.scorers) or 1.0
         self.cached_scorers: list[tuple[Score, float]] = []
         self.task_scorers: list[tuple[Score, float]] = []
@@ -405,6 +420,7 @@ class _Pass:
             "cycle_checks": self.n_cycle_checks,
             "explained_nodes": self.n_explained,
             "preemption_searches": self.n_preemption_searches,
+            "task_refusals_remembered": self.n_remembered,
             "placements": len(placements),
             "preemptions": len(preemptions),
             "unplaced": len(unplaced),
@@ -610,12 +626,18 @@ class _Pass:
         best = self._pick(cs)
         if best is None:
             return None
-        if not self.task_scorers and self._task_ok(task, best):
+        refused: set[str] | None = None
+        if self.memo_refusals and not task.excluded_nodes:
+            memo_key = (task.policy_class, task.domain)
+            refused = cs.refused_for.get(memo_key)
+            if refused is None:
+                refused = cs.refused_for[memo_key] = set()
+        if not self.task_scorers and self._task_ok_memo(task, best, refused):
             return best
         candidates = [n for n in list(cs.pool.values()) if self._fresh(cs, n)]
         if self.nominators:
             candidates += self._nominated(task, cs)
-        node = self._first_ok(task, cs, candidates)
+        node = self._first_ok(task, cs, candidates, refused)
         if node is not None:
             return node
         # None of the candidates will do for this task: walk on (and round the seen nodes) until
@@ -626,8 +648,20 @@ class _Pass:
             if node is None:
                 return None
             pool[node.id] = node
-            if self._task_ok(task, node):
+            if self._task_ok_memo(task, node, refused):
                 return node
+
+    def _task_ok_memo(self, task: TaskRequest, node: NodeView, refused: set[str] | None) -> bool:
+        """`_task_ok`, answered from (and adding to) the refusals remembered for the task's kind."""
+        if refused is None:
+            return self._task_ok(task, node)
+        if node.id in refused:
+            self.n_remembered += 1
+            return False
+        if self._task_ok(task, node):
+            return True
+        refused.add(node.id)
+        return False
 
     def _fresh(self, cs: _Class, node: NodeView) -> bool:
         """Bring a seen node's verdict and score up to date; False if it now refuses the class."""
@@ -659,14 +693,19 @@ class _Pass:
                 return False
         return True
 
-    def _first_ok(self, task: TaskRequest, cs: _Class, nodes: list[NodeView]) -> NodeView | None:
+    def _first_ok(self, task: TaskRequest, cs: _Class, nodes: list[NodeView],
+                  refused: set[str] | None = None) -> NodeView | None:
         """The best of `nodes` by cached plus TASK scores that the TASK filters accept."""
         cycle = self.cycle
+        if refused:
+            count = len(nodes)
+            nodes = [n for n in nodes if n.id not in refused]
+            self.n_remembered += count - len(nodes)
         if not self.task_scorers:  # the cached scores alone (unique: they end with the node's rank)
             score = cs.score
             nodes = sorted(nodes, key=lambda n: score[n.id], reverse=True)
             for node in nodes:
-                if self._task_ok(task, node):
+                if self._task_ok_memo(task, node, refused):
                     return node
             return None
         ranked = []
@@ -678,7 +717,7 @@ class _Pass:
             ranked.append(((total, tie), node))
         ranked.sort(key=lambda pair: pair[0], reverse=True)
         for _, node in ranked:
-            if self._task_ok(task, node):
+            if self._task_ok_memo(task, node, refused):
                 return node
         return None
 

@@ -1,6 +1,7 @@
 """Explaining unplaced tasks reuses a class's CLASS/CYCLE answers per node version and works out
-preemption candidates only when preemption looks at them (`pipeline.EXPLAIN_SHORTCUTS`): plans
-must be exactly those made without these shortcuts, explanations and preemptions included."""
+preemption candidates only when preemption looks at them (`pipeline.EXPLAIN_SHORTCUTS`); a class
+remembers the nodes its TASK filters refused per policy class (`pipeline.REMEMBER_TASK_REFUSALS`):
+plans must be exactly those made without these shortcuts, explanations and preemptions included."""
 
 from __future__ import annotations
 
@@ -55,8 +56,8 @@ def scenario(seed: int):
     return view(*nodes), tasks, profile
 
 
-def plan_of(monkeypatch: pytest.MonkeyPatch, memo: bool, seed: int):
-    monkeypatch.setattr(pipeline, "EXPLAIN_SHORTCUTS", memo)
+def plan_of(monkeypatch: pytest.MonkeyPatch, memo: bool, seed: int, switch: str = "EXPLAIN_SHORTCUTS"):
+    monkeypatch.setattr(pipeline, switch, memo)
     cluster, tasks, profile = scenario(seed)
     plan = schedule(cluster, tasks, profile, random.Random(seed), now=1_790_000_000.0)
     unplaced = [(u.task_id, dict(u.reason_summary), u.blocked_by, u.status, u.waiting_for) for u in plan.unplaced]
@@ -72,3 +73,13 @@ def test_plans_are_the_same_with_and_without_the_explanation_shortcuts(monkeypat
     # more than once (the explanations walk more nodes than one walk of the cluster).
     assert fast.unplaced and fast.placements
     assert fast.stats["explained_nodes"] > 60
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_plans_are_the_same_with_and_without_remembering_task_refusals(monkeypatch, seed):
+    """A CPU share or a policy that refused a node for a kind of task refuses it for the rest of
+    the pass (what they count only grows): not asking again changes nothing but the work."""
+    fast, remembered = plan_of(monkeypatch, True, seed, "REMEMBER_TASK_REFUSALS")
+    slow, asked = plan_of(monkeypatch, False, seed, "REMEMBER_TASK_REFUSALS")
+    assert remembered == asked
+    assert fast.stats["task_refusals_remembered"] > 0 and slow.stats["task_refusals_remembered"] == 0

@@ -17,6 +17,7 @@ class ExcludedFilter:
 
     name = "excluded"
     scope = Scope.TASK
+    monotone = True  # the same answer all pass (the pipeline memoizes only tasks excluding nothing)
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         if node.id not in task.excluded_nodes:

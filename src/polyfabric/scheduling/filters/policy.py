@@ -163,6 +163,7 @@ class PolicyFilter:
 
     name = "policy"
     scope = Scope.TASK
+    monotone = True  # per (policy class, node) the same answer all pass (pipeline.py memoizes refusals)
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
         # Placement policies, and remediation policies whose action is `block`: a node that
@@ -594,6 +595,7 @@ class PolicyShareFilter:
     name = "policy_share"
     scope = Scope.TASK
     says_never = False  # NOT_NOW at most: the share frees up when foreign tasks end
+    monotone = True  # within a pass what other domains hold only grows: a refusal stands
 
     def __init__(self, policies: Sequence[Policy] = ()) -> None:
         self.policies = share_limits(policies)
