@@ -106,19 +106,25 @@ def test_migrations_bring_an_empty_database_to_head_and_match_the_tables(db_url:
         engine.dispose()
 
 
+def _downgrade(store: SqlStore, revision: str) -> None:
+    """Migrate the store's database down to `revision` (the test upgrades it again after)."""
+    from alembic import command
+
+    config = migrate._config()
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
 def test_the_finding_sets_migration_goes_back_without_losing_a_decisions_findings(store: SqlStore):
     """Downgrading 0014 puts each decision's findings back inline; upgrading again reads them."""
     import sqlalchemy as sa
-    from alembic import command
 
     findings = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
     with store.unit_of_work() as uow:
         uow.policies.add_decisions([_decision("j-down", findings, task_id="t-1", attempt=1)])
         uow.commit()
-    config = migrate._config()
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0013")
+    _downgrade(store, "0013")
     try:
         with store.engine.connect() as conn:
             assert "policy_finding_sets" not in sa.inspect(conn).get_table_names()
@@ -201,8 +207,6 @@ def test_a_placements_findings_live_on_its_attempt_and_read_with_the_jobs_other_
 
 def test_the_placement_findings_migration_goes_back_to_a_decision_row_per_placement(store: SqlStore):
     """Downgrading 0015 writes each attempt's findings as the placement decision 0014 kept."""
-    from alembic import command
-
     findings = [{"scope": "network", "policy": "eu-only", "version": 3, "allowed": True}]
     with store.unit_of_work() as uow:
         _job_with_tasks(uow, "j-back", ["t-b1", "t-b2"], seq=2)
@@ -211,10 +215,7 @@ def test_the_placement_findings_migration_goes_back_to_a_decision_row_per_placem
         uow.commit()
     with store.unit_of_work(readonly=True) as uow:
         before = uow.policies.decisions(job_id="j-back")
-    config = migrate._config()
-    with store.engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.downgrade(config, "0014")
+    _downgrade(store, "0014")
     try:
         with store.engine.connect() as conn:
             kept = conn.exec_driver_sql("SELECT task_id, attempt, node_id, kind, at FROM policy_decisions "

@@ -23,7 +23,9 @@ round-robin over the nodes it has seen. Nodes too full at the start of the pass 
 never looked at, and a node a placement leaves unable to hold any pending task is dead for every
 class. The best candidate by cached score is re-checked only if its node changed since; a node
 that refused a class is never asked again by it (CYCLE filters are monotone, tallies only grow).
-TASK plugins (excluded nodes, topology) are asked per task, on the best candidates only.
+TASK plugins (excluded nodes, topology) are asked per task, on the best candidates only; when
+they all say they are monotone (a refusal stands for the rest of the pass: exclusions, policies,
+CPU shares), a class remembers per policy class the nodes they refused and does not ask again.
 Placing a task changes only the chosen node; every other cached answer stays valid.
 
 Explanations are computed only for tasks that end up unplaced, once per class: every node is
