@@ -268,3 +268,23 @@ def test_history_rows_are_in_the_database_in_batches(fabric: Fabric, provider: d
         rows = conn.execute(sa.text("SELECT at FROM node_metrics WHERE node_id = :n AND resolution = 1"),
                             {"n": provider["node"]}).scalars().all()
     assert rows and len(rows) == len(set(rows))
+
+
+# -- parked tasks ------------------------------------------------------------------------------------
+
+
+def test_a_task_no_node_may_take_is_counted_unschedulable_until_a_node_that_fits_joins(fabric: Fabric,
+                                                                                      provider: dict, workflows):
+    """A task whose every node is ruled out for good (here: a label no node has) is parked by the
+    coordinator and counted by the gauge; a node joining with the label takes it at once."""
+    job_id = workflows.submit({"name": "needs-gpu", "tasks": {"a": {"command": ["true"],
+                                                                   "constraints": {"gpu": "yes"}}}})
+    wait_until(lambda: total(scrape(fabric.url + "/metrics", fabric.admin_token),
+                             "polyfabric_queue_unschedulable") == 1, timeout=30, message="the task counted parked")
+    assert "missing label gpu=yes" in (workflows.task(job_id, "a")["pending_reason"] or "")
+    gpu = fabric.agent("lab-b-gpu", join_token=fabric.join_token(PROVIDER)["token"], labels="gpu=yes",
+                       extra_args=["--slots", "1"])
+    node = fabric.wait_state(gpu, "active", timeout=30)
+    assert workflows.wait(job_id, timeout=60)["status"] == "succeeded"
+    assert workflows.task(job_id, "a")["node_id"] == node["id"]
+    assert total(scrape(fabric.url + "/metrics", fabric.admin_token), "polyfabric_queue_unschedulable") == 0
