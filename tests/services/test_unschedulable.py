@@ -137,6 +137,22 @@ def test_a_node_whose_owner_accepts_work_from_nine_is_offered_the_task_from_nine
     assert _node_of(world, task) == node
 
 
+def test_passes_for_other_tasks_leave_a_parked_one_out_and_it_comes_back_when_a_node_fits(world):
+    """While parked, a task is out of the queue's order (a pass for other work does not pop it
+    again and again); when what ruled it out changes it is planned again."""
+    world.join("plain")
+    parked = _submit(world, {"constraints": {"gpu": "yes"}})
+    _parked(world, parked)
+    for _ in range(3):  # other work comes and is placed; the parked task stays as it was
+        other = _submit(world, {})
+        assert _pass(world) == (1, True)
+        assert _node_of(world, other) is not None and _node_of(world, parked) is None
+        assert world.services.runtime.stats()["unschedulable"] == 1
+    gpu = world.join("gpu", gpu="yes")
+    assert _pass(world) == (1, True)
+    assert _node_of(world, parked) == gpu
+
+
 def test_a_task_waiting_for_a_busy_node_is_never_parked(world):
     world.join("small", cpu_millis=4000)
     first = _submit(world, {"resources": {"cpu": "3000m"}})

@@ -1000,6 +1000,14 @@ class JobRuntime:
         self._nodes(now)
         return (self._node_generation, self._ctx.liveness.version, self._profile, self._limits, int(now // 60))
 
+    def _unpark(self) -> None:
+        """Every parked task back to the queue's heap, to be planned by this pass."""
+        queue, heap = self._queue, self._heap
+        for task_id, queued in self._parked.items():
+            if queue.get(task_id) is queued:
+                heapq.heappush(heap, (-queued.priority, queued.queue_seq, task_id))
+        self._parked.clear()
+
     def _all_parked(self) -> bool:
         """Is every queued task parked (the pass has nothing to plan)? Drops stale entries."""
         parked, queue = self._parked, self._queue
@@ -1014,7 +1022,7 @@ class JobRuntime:
             return 0, None
         world = self._world(now)
         if world != self._parked_world:
-            self._parked.clear()
+            self._unpark()
             self._parked_world = world
         elif self._parked and self._all_parked():
             return 0, None
@@ -1032,8 +1040,7 @@ class JobRuntime:
                 continue  # stale heap entry
             seen.add(entry[2])
             if parked.get(entry[2]) is queued:
-                later.append(entry)
-                continue
+                continue  # out of the heap while parked (`_unpark` puts it back): not popped every pass
             job = self._jobs.get(queued.job_id)
             # A task whose victims are still stopping waits for them: planning it again would
             # evict more victims for it on every pass until the first ones report.
