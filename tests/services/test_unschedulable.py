@@ -153,6 +153,22 @@ def test_passes_for_other_tasks_leave_a_parked_one_out_and_it_comes_back_when_a_
     assert _node_of(world, parked) == gpu
 
 
+def test_tasks_no_node_may_take_do_not_hold_back_the_work_behind_them(world):
+    """A pass plans the head of the queue (at least 64 tasks). 200 tasks no node may take at the
+    head filled every pass, so the work behind them never ran (head-of-line blocking); parked
+    64 or more a pass, they let it through within a few passes."""
+    node = world.join("plain")
+    world.services.runtime.submit(ADMIN, {"name": "gpu-work", "tasks": {
+        f"g{i}": {"command": ["true"], "constraints": {"gpu": "yes"}} for i in range(200)}}, {}, "lab")
+    low = _submit(world, {"priority": -1})
+    passes = 0
+    while _node_of(world, low) is None:
+        passes += 1
+        assert passes <= 5, world.services.runtime.stats()
+        _pass(world)
+    assert _node_of(world, low) == node
+
+
 def test_a_task_waiting_for_a_busy_node_is_never_parked(world):
     world.join("small", cpu_millis=4000)
     first = _submit(world, {"resources": {"cpu": "3000m"}})
