@@ -1061,11 +1061,13 @@ class JobRuntime:
         requests = []
         for q in candidates:
             attrs = self._attributes(q)
+            identity = (q.job_id, q.key.split("[", 1)[0])  # the job and workflow task
             requests.append(TaskRequest(
                 q.task_id, q.job_id, q.domain, q.priority, q.queue_seq, q.resources, q.semaphore,
                 excluded_nodes=self._excluded(q), attributes=attrs,
-                policy_class=classify(attrs, (q.job_id, q.key.split("[", 1)[0])),
-                rank_key=PolicyFilter.rank_key(attrs, (q.job_id, q.key.split("[", 1)[0])),
+                policy_class=classify(attrs, identity),
+                rank_key=PolicyFilter.rank_key(attrs, identity) if attrs is not None and attrs.rank is not None
+                else None,
                 **self._topology(q, near_cache)))
         if self.fair_share.enabled:  # equal priorities: contributing domains first (scheduling/fairshare.py)
             requests = fair_share_order(requests, self.share_balances(), self.fair_share)

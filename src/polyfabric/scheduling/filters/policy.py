@@ -604,6 +604,10 @@ class PolicyShareFilter:
         # (its foreign CPU, which changes only with its version); with one, also on what the
         # limits' `when` read of the job and task, which `policy_class` stands for.
         self._by_class = any(p.when is not None for p in self.policies)
+        # What `_exceeds` reads of each limit, worked out once: (foreign only, the policy's domain
+        # or None, the share).
+        self._caps = [(p.limits.foreign_only, p.domain, p.limits.max_cpu_share)  # type: ignore[union-attr]
+                      for p in self.policies]
 
     def check(self, task: TaskRequest, node: NodeView, cycle: CycleState) -> Verdict:
         if not self.policies and node.owner is None:
@@ -636,12 +640,9 @@ class PolicyShareFilter:
         if not cap:
             return False
         used: int | None = None
-        for policy in self.policies:
-            limits = policy.limits
-            foreign_only = limits.foreign_only  # type: ignore[union-attr]
+        for foreign_only, own, share in self._caps:
             if foreign_only and domain == node_domain:
                 continue
-            own = policy.domain
             if own is not None and own != domain and own != node_domain:
                 continue
             if not foreign_only:
@@ -650,7 +651,7 @@ class PolicyShareFilter:
                 if used is None:
                     used = cycle.foreign_cpu(node.id)
                 held = used
-            if cpu + held > limits.max_cpu_share * cap:  # type: ignore[union-attr, operator]
+            if cpu + held > share * cap:  # type: ignore[operator]
                 return True
         return False
 
