@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from polyfabric.domain.errors import ValidationError
 from polyfabric.domain.policy import (
+    Evaluator,
     Finding,
     OwnerPolicy,
     admission,
@@ -21,6 +22,7 @@ from polyfabric.domain.policy import (
     placement,
     remediation,
     task_context,
+    time_context,
 )
 
 NOON = 1_790_000_000.0 - (1_790_000_000 % 86400) + 12 * 3600  # 12:00 UTC
@@ -199,6 +201,30 @@ def test_owner_policy_accepts_and_declines_with_a_reason():
     assert "CPU" in owner.decide(job("lab"), big, node(domain="ops", cpu=4000), NOON).reason
     assert owner.score(job("lab", priority=7), ml, node(), NOON) == 7.0
     assert OwnerPolicy().decide(job(), ml, node(), NOON).allowed  # no file: everything is accepted
+
+
+WHENS = ["job.priority >= 1 || task.cpu <= 4000", 'has(job.labels.team) && job.labels.team == "ml"',
+         'node.labels.region == "eu-west" && now.hour >= 8', "size(job) > 3 && task.gpus == 0",
+         "job.nothing == 1", 'task.labels.tier == "gold"']
+
+
+@pytest.mark.parametrize("when", WHENS)
+@pytest.mark.parametrize("priority", [0, 3])
+@pytest.mark.parametrize("labels", [{}, {"team": "ml"}])
+def test_an_owners_when_answers_as_over_the_whole_maps(when, priority, labels):
+    """The owner's `when` is handed only the fields it reads (converting whole maps into CEL
+    values was most of an answer's cost): the same answer, the same reason, as over the whole
+    maps, missing keys and rules that read a map whole included."""
+    owner = parse_owner_policy({"accept": {"when": when}})
+    the_job = job("lab", priority=priority, labels=labels)
+    the_task = task_context(name="a", cpu=2000 if priority else 8000, labels={"tier": "gold"} if labels else {})
+    the_node = node()
+    got = owner.decide(the_job, the_task, the_node, NOON)
+    whole = Evaluator().bind(job=the_job, task=the_task, node=the_node, now=time_context(NOON))
+    ok, problem = whole.truth(owner.when)
+    assert got.allowed == (ok is True)
+    if ok is None:
+        assert problem in got.reason, (got.reason, problem)
 
 
 def test_owner_policy_file_problems_are_named():
