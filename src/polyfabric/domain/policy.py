@@ -62,6 +62,7 @@ __all__ = [
     "node_context",
     "parse_owner_policy",
     "parse_policy",
+    "read_by",
     "placement",
     "placement_rules",
     "share_findings",
@@ -577,9 +578,10 @@ def share_findings(policies: Iterable[Policy], task: Mapping[str, Any], node: Ma
 # -- contexts (the variables) -------------------------------------------------------------------------
 
 
-def _only(value: Mapping[str, Any] | None, rule: Rule, var: str) -> Mapping[str, Any] | None:
+def read_by(rule: Rule, var: str, value: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
     """`value` cut down to the fields `rule` reads of `var` (whole where it reads it whole; None
-    where it does not read it)."""
+    where it does not read it): what to hand to CEL, which converts a map key by key, for the
+    same answer."""
     if value is None or var not in rule.variables:
         return None
     fields = rule.fields.get(var)
@@ -774,8 +776,8 @@ class OwnerPolicy:
             when = self.when
             # Only the fields the rule reads are handed to CEL (each offer brings new maps, and a
             # map's conversion costs per key): the same answer, a fraction of the work.
-            ev = (ev or Evaluator()).bind(job=_only(job, when, "job"), task=_only(task, when, "task"),
-                                          node=_only(node, when, "node"),
+            ev = (ev or Evaluator()).bind(job=read_by(when, "job", job), task=read_by(when, "task", task),
+                                          node=read_by(when, "node", node),
                                           now=time_context(now) if "now" in when.variables else None)
             ok, problem = ev.truth(when)
             if not ok:

@@ -930,10 +930,11 @@ class JobRuntime:
             found = self._owner_docs[key] = advertised_owner_policy(doc)
         return found  # type: ignore[return-value]
 
-    def _view(self, now: float) -> tuple[ClusterView, int, set[str]]:
-        """The cluster as the scheduler sees it, the free slots on Active nodes, and the tasks
-        that already wait for victims to stop (preempted for them by an earlier pass)."""
-        specs = self._nodes(now)
+    def _view(self, specs: dict[str, tuple[str, str, dict[str, str], Resources, OwnerPolicy | None]],
+              ) -> tuple[ClusterView, int, set[str]]:
+        """The cluster as the scheduler sees it (`specs`: the nodes as declared, `_nodes`), the
+        free slots on Active nodes, and the tasks that already wait for victims to stop
+        (preempted for them by an earlier pass)."""
         views = []
         free_slots = 0
         evicting: set[str] = set()
@@ -994,10 +995,10 @@ class JobRuntime:
         return time.perf_counter() - ended >= took
 
     def _world(self, now: float) -> tuple[Any, ...]:
-        """What a NEVER verdict rests on: the nodes as declared, their states, the policies and
-        limits (held, compared by identity first), the minute (rules that read the clock). A
-        parked task is planned again once this differs from when it was parked."""
-        self._nodes(now)
+        """What a NEVER verdict rests on: the nodes as declared (as `_nodes` last read them), their
+        states, the policies and limits (held, compared by identity first), the minute (rules
+        that read the clock). A parked task is planned again once this differs from when it was
+        parked."""
         return (self._node_generation, self._ctx.liveness.version, self._profile, self._limits, int(now // 60))
 
     def _unpark(self) -> None:
@@ -1020,6 +1021,7 @@ class JobRuntime:
     def _plan_pass(self, now: float) -> tuple[int, dict[str, Any] | None]:
         if not self._queue:
             return 0, None
+        specs = self._nodes(now)  # first: a re-read that finds them changed moves the world on
         world = self._world(now)
         if world != self._parked_world:
             self._unpark()
@@ -1028,7 +1030,7 @@ class JobRuntime:
             return 0, None
         parked = self._parked
         pass_started = time.perf_counter()
-        view, free_slots, evicting = self._view(now)
+        view, free_slots, evicting = self._view(specs)
         wanted = max(free_slots * 2, 64)
         candidates: list[QueuedTask] = []
         later: list[tuple[int, int, str]] = []

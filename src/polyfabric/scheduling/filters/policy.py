@@ -43,6 +43,7 @@ from polyfabric.domain.policy import (
     Rule,
     judge,
     placement_rules,
+    read_by,
     share_findings,
     share_limits,
     time_context,
@@ -326,6 +327,7 @@ class PolicyFilter:
                       node=self._cut_down("node", node_map, rule), now=now)
 
     def _cut_down(self, var: str, value: Mapping[str, Any] | None, rule: Rule) -> Any:
+        """`read_by`, one object per (map, fields): CEL is not handed the same map twice."""
         if value is None or var not in rule.variables:
             return None
         fields = rule.fields.get(var)
@@ -334,7 +336,7 @@ class PolicyFilter:
         key = (var, id(value), fields)
         hit = self._cut.get(key)
         if hit is None or hit[0] is not value:
-            hit = self._cut[key] = (value, {f: value[f] for f in fields if f in value})
+            hit = self._cut[key] = (value, read_by(rule, var, value))
         return hit[1]
 
     @staticmethod

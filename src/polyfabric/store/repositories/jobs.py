@@ -44,8 +44,6 @@ class _JobRow(dict[str, Any]):
         return key == "document" or super().__contains__(key)
 
 
-
-
 class SqlJobRepository:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
@@ -124,7 +122,7 @@ class SqlJobRepository:
         if rows:
             columns = [k for k in rows[0] if k != "id"]
             raw_many(self._conn, lambda p: f"UPDATE tasks SET {', '.join(f'{_q(c)} = {p(c)}' for c in columns)} "
-                      f"WHERE id = {p('id')}", tasks, rows)
+                     f"WHERE id = {p('id')}", tasks, rows)
 
     def delete_tasks(self, task_ids: list[str]) -> None:
         if task_ids:
