@@ -18,16 +18,19 @@ export async function auditPage(main) {
     h('div', {}, h('label', { for: 'a-since' }, 'Since (UTC)'), since),
     h('button', { type: 'submit' }, 'Filter'));
 
+  let loads = 0;  // the latest load wins: an earlier answer arriving late (the unfiltered first page) is dropped
   async function load() {
+    const mine = ++loads;
     let records;
     const sinceTs = since.value ? Date.parse(`${since.value}Z`) / 1000 : undefined;
     try {
       records = await get('/v1/audit', { subject: subject.value.trim(), kind: kind.value.trim(), since: sinceTs,
         after: cursors[cursors.length - 1], limit: PAGE });
     } catch (exc) {
-      clear(results, h('p', { class: 'error', role: 'alert' }, exc.message));
+      if (mine === loads) clear(results, h('p', { class: 'error', role: 'alert' }, exc.message));
       return;
     }
+    if (mine !== loads) return;
     const page = cursors.length;
     clear(results,
       records.length ? table(`Audit records, page ${page}`, ['Seq', 'When', 'Action', 'Subject', 'Actor', 'Domain', 'Cause', 'Details'],
