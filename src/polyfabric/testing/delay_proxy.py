@@ -98,9 +98,13 @@ class DelayProxy:
         delay = max(0.0, float(self.delay(peer[0] if peer else "")))
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
-            writer.close()
-            return
+        except BaseException as exc:  # refused, or cancelled while connecting (the proxy stops)
+            writer.close()  # else the accepted connection's transport is left to the collector
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if isinstance(exc, OSError):
+                return
+            raise
         pipes = [asyncio.ensure_future(self._pipe(reader, up_writer, delay)),
                  asyncio.ensure_future(self._pipe(up_reader, writer, delay))]
         self._tasks.update(pipes)
